@@ -1,0 +1,78 @@
+# Install the way a distro package would.  Debian: the package goes where
+# /usr/bin/python3 finds it, systemd-python and pyxdg come from python3-systemd
+# and python3-xdg.
+PREFIX ?= /usr/local
+DESTDIR ?=
+PYTHON ?= /usr/bin/python3
+SBINDIR ?= $(PREFIX)/sbin
+SYSTEMDDIR ?= $(PREFIX)/lib/systemd
+PYTHONDIR ?= $(PREFIX)/lib/python3/dist-packages
+DOCDIR ?= $(PREFIX)/share/doc/portreserve
+
+VENV ?= .venv
+
+.PHONY: all install uninstall check test lint demo bench venv clean
+
+all:
+	@echo "Nothing to build.  Try: make install DESTDIR=... PREFIX=/usr, make test, make demo"
+
+install:
+	install -d $(DESTDIR)$(PYTHONDIR)/portreserve $(DESTDIR)$(SBINDIR) \
+		$(DESTDIR)$(SYSTEMDDIR)/system-generators $(DESTDIR)$(SYSTEMDDIR)/user-generators \
+		$(DESTDIR)$(SYSTEMDDIR)/system $(DESTDIR)$(SYSTEMDDIR)/user \
+		$(DESTDIR)$(PREFIX)/lib/portreserve $(DESTDIR)$(DOCDIR)
+	install -m 0644 portreserve/*.py $(DESTDIR)$(PYTHONDIR)/portreserve/
+	for prog in portreserve:cli portrelease:release; do \
+		name=$${prog%%:*}; module=$${prog##*:}; \
+		printf '#!%s -I\nimport sys\n\nfrom portreserve.%s import main\n\nsys.exit(main())\n' \
+			'$(PYTHON)' "$$module" > $(DESTDIR)$(SBINDIR)/$$name; \
+		chmod 0755 $(DESTDIR)$(SBINDIR)/$$name; \
+	done
+	sed -e '1s|^#!.*|#!$(PYTHON) -I|' -e 's|@SBINDIR@|$(SBINDIR)|g' generators/portreserve-generator \
+		> $(DESTDIR)$(SYSTEMDDIR)/system-generators/portreserve-generator
+	chmod 0755 $(DESTDIR)$(SYSTEMDDIR)/system-generators/portreserve-generator
+	ln -sf ../system-generators/portreserve-generator $(DESTDIR)$(SYSTEMDDIR)/user-generators/portreserve-generator
+	for unit in units/system/*; do \
+		sed 's|@SBINDIR@|$(SBINDIR)|g' $$unit > $(DESTDIR)$(SYSTEMDDIR)/system/$${unit##*/}; \
+		chmod 0644 $(DESTDIR)$(SYSTEMDDIR)/system/$${unit##*/}; \
+	done
+	for unit in units/user/*; do \
+		sed 's|@SBINDIR@|$(SBINDIR)|g' $$unit > $(DESTDIR)$(SYSTEMDDIR)/user/$${unit##*/}; \
+		chmod 0644 $(DESTDIR)$(SYSTEMDDIR)/user/$${unit##*/}; \
+	done
+	install -m 0644 README.md $(DESTDIR)$(DOCDIR)/
+	$(PYTHON) -m compileall -q $(DESTDIR)$(PYTHONDIR)/portreserve || true
+
+uninstall:
+	rm -rf $(DESTDIR)$(PYTHONDIR)/portreserve
+	rm -f $(DESTDIR)$(SBINDIR)/portreserve $(DESTDIR)$(SBINDIR)/portrelease \
+		$(DESTDIR)$(SYSTEMDDIR)/system-generators/portreserve-generator \
+		$(DESTDIR)$(SYSTEMDDIR)/user-generators/portreserve-generator \
+		$(DESTDIR)$(SYSTEMDDIR)/system/portreserve.service $(DESTDIR)$(SYSTEMDDIR)/system/portreserve.socket \
+		$(DESTDIR)$(SYSTEMDDIR)/user/portreserve.service $(DESTDIR)$(SYSTEMDDIR)/user/portreserve.socket
+	rm -rf $(DESTDIR)$(DOCDIR)
+
+$(VENV)/.done: setup.cfg pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.done
+
+lint: venv
+	$(VENV)/bin/ruff check portreserve tests
+	$(VENV)/bin/ruff format --check portreserve tests
+	$(VENV)/bin/mypy
+
+test: venv
+	$(VENV)/bin/python -m pytest
+
+demo: venv
+	$(VENV)/bin/python -m tests.demo
+
+bench: venv
+	$(VENV)/bin/python -m tests.bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

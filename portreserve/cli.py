@@ -1,0 +1,157 @@
+"""portreserve: the holder daemon, and the admin's view of the reservations."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__, paths, protocol, sd
+from .config import SERVICES_FILE, load_config, load_services
+
+log = logging.getLogger("portreserve")
+
+DESCRIPTION = """\
+Hold reserved ports until their service asks for them with portrelease.
+
+Without a command, run the holder.  Under systemd, portreserve.service runs it
+with the sockets of the units portreserve-generator made from /usr/lib/portreserve/
+and /etc/portreserve/ (one file per service; each line a service name from
+/etc/services or a port number or range, optionally /tcp or /udp).  Without
+systemd it reads those files itself, binds every port, creates the control
+socket /run/portreserve/socket and goes to the background.  Either way it exits
+once it holds nothing.
+
+User mode (--user, the default for non-root users): reservations from
+$XDG_CONFIG_HOME/portreserve/ over portreserve/ in each of $XDG_CONFIG_DIRS, the
+control socket in $XDG_RUNTIME_DIR/portreserve/, units of `systemctl --user`.
+"""
+
+
+def add_scope(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--user", dest="user", action="store_true", default=None, help="the user's reservations")
+    group.add_argument("--system", dest="user", action="store_false", help="the system's reservations")
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="portreserve", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"portreserve {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    hold = sub.add_parser("hold", help="run the holder (the default)")
+    status = sub.add_parser("status", help="show every name, its ports and their state")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    reload = sub.add_parser(
+        "reload",
+        help="after adding files: daemon-reload, reserve names that are new, let the holder pick them up",
+    )
+    for p in (hold, status, reload, parser):
+        add_scope(p)
+    for p in (hold, status, parser):
+        p.add_argument("--socket", type=Path, help="control socket path")
+    for p in (hold, parser):
+        p.add_argument("-d", "--debug", action="store_true", help="stay in the foreground, log debug output to stderr")
+        p.add_argument("--config-dir", action="append", type=Path, help="configuration directory (repeatable, later wins)")
+        p.add_argument("--services", type=Path, default=SERVICES_FILE, help="services(5) file (default /etc/services)")
+    for p in (status,):
+        p.add_argument("--config-dir", action="append", type=Path, help="configuration directory (repeatable, later wins)")
+        p.add_argument("--services", type=Path, default=SERVICES_FILE, help="services(5) file (default /etc/services)")
+    args = parser.parse_args(argv)
+    if args.user is None:
+        args.user = os.geteuid() != 0
+    return args
+
+
+def setup_logging(debug: bool, managed: bool) -> None:
+    handler = sd.journal_handler("portreserve") if managed and not debug else None
+    if handler is None:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("portreserve: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG if debug else logging.INFO)
+
+
+def daemonize() -> int | None:
+    """Fork to the background once the ports are held; the parent returns the
+    exit status to use, the child None."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(write_end)
+        ok = os.read(read_end, 1) == b"1"
+        os.close(read_end)
+        return 0 if ok else 1
+    os.close(read_end)
+    os.setsid()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.write(write_end, b"1")
+    os.close(write_end)
+    return None
+
+
+def run_holder(args: argparse.Namespace) -> int:
+    from . import holder as holder_mod
+
+    fds = sd.listen_fds_with_names()
+    managed = bool(fds)
+    setup_logging(args.debug, managed)
+    holder_mod.install_signal_handlers()
+    try:
+        if managed:
+            holder = holder_mod.holder_from_systemd(fds)
+        else:
+            dirs = args.config_dir or paths.config_dirs(args.user)
+            config = load_config(dirs, load_services(args.services))
+            for error in config.errors:
+                log.warning("%s", error)
+            holder = holder_mod.holder_standalone(config, args.socket or paths.control_socket(args.user))
+    except holder_mod.Shutdown:
+        return 0
+    except OSError as e:
+        log.error("cannot start: %s", e)
+        return 1
+    for entry in holder.held:
+        log.debug("holding %s for %s", entry.port, ", ".join(entry.owners))
+    if not managed and not args.debug:
+        status = daemonize()
+        if status is not None:
+            os._exit(status)  # the child owns the sockets now
+    sd.notify("READY=1")
+    holder.notify_status()
+    try:
+        holder.run()
+    except holder_mod.Shutdown as e:
+        log.info("stopping on %s", e)
+    finally:
+        holder.close()
+        if not managed and holder.control is not None:
+            try:
+                (args.socket or paths.control_socket(args.user)).unlink()
+            except OSError:
+                pass
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.command == "status":
+        from .status import run_status
+
+        return run_status(args)
+    if args.command == "reload":
+        from .status import run_reload
+
+        return run_reload(args)
+    return run_holder(args)
+
+
+__all__ = ["json", "main", "protocol"]

@@ -1,0 +1,281 @@
+"""The holder: keeps the reserved sockets until portrelease asks for them.
+
+Under systemd it adopts the sockets of the generated .socket units (and the
+control socket of portreserve.socket) through sd_listen_fds; standalone it
+reads the configuration and binds everything itself.  Either way it exits
+once it holds nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import logging
+import os
+import resource
+import selectors
+import signal
+import socket
+import struct
+from pathlib import Path
+
+from . import net, protocol, sd, units
+from .config import Config, Port, Proto
+
+log = logging.getLogger("portreserve")
+
+# SO_LINGER {on, 0 s}: close() sends a RST, so a client of a reserved port sees
+# ECONNRESET at once instead of waiting for a timeout.
+_LINGER_RESET = struct.pack("ii", 1, 0)
+
+
+@dataclasses.dataclass(eq=False)
+class Held:
+    port: Port
+    owners: list[str]
+    sock: socket.socket
+    listening: bool  # TCP sockets from systemd listen; the holder must reset connections
+
+
+class Shutdown(Exception):
+    pass
+
+
+def raise_fd_limit(needed: int) -> None:
+    # 1000 reservations in both protocols are 2000 fds, past the default soft
+    # limit of 1024; accept() needs a few more.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = needed + 64
+    if soft != resource.RLIM_INFINITY and soft < want:
+        new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+
+
+def port_of_socket(sock: socket.socket) -> Port | None:
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return None
+    proto = {socket.SOCK_STREAM: Proto.TCP, socket.SOCK_DGRAM: Proto.UDP}.get(sock.type)
+    if proto is None:
+        return None
+    return Port(sock.getsockname()[1], proto)
+
+
+def is_listening(sock: socket.socket) -> bool:
+    return bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
+
+
+class Holder:
+    def __init__(self, managed: bool) -> None:
+        self.control: socket.socket | None = None
+        self.managed = managed  # sockets came from systemd
+        self.held: list[Held] = []
+        self.selector = selectors.DefaultSelector()
+
+    def attach_control(self, control: socket.socket) -> None:
+        control.setblocking(False)
+        protocol.enable_credentials(control)
+        self.control = control
+        self.selector.register(control, selectors.EVENT_READ, self._on_control)
+
+    # -- adopting ------------------------------------------------------------
+
+    def hold(self, sock: socket.socket, port: Port, owners: list[str]) -> None:
+        sock.setblocking(False)
+        if port.proto is Proto.UDP:
+            # systemd sets SO_REUSEADDR on every socket it binds; for UDP that
+            # lets a second SO_REUSEADDR socket share the port.  Clearing it on
+            # our copy (the same socket systemd holds) closes the hole.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 0)
+        entry = Held(port, owners, sock, port.proto is Proto.TCP and is_listening(sock))
+        self.held.append(entry)
+        if port.proto is Proto.UDP or entry.listening:
+            self.selector.register(sock, selectors.EVENT_READ, lambda: self._on_traffic(entry))
+
+    def adopt(self, fds: dict[int, str]) -> None:
+        """Take the fds systemd passed; names are escaped owner lists."""
+        for fd, name in sorted(fds.items()):
+            sock = socket.socket(fileno=fd)
+            if sock.family == socket.AF_UNIX and sock.type == socket.SOCK_DGRAM and self.control is None:
+                self.attach_control(sock)
+                continue
+            port = port_of_socket(sock)
+            if port is None:
+                log.warning("ignoring fd %d (%s): not a TCP or UDP socket", fd, name)
+                sock.detach()
+                continue
+            self.hold(sock, port, units.owners_of_fdname(name))
+
+    def bind_all(self, config: Config) -> None:
+        ipv6 = net.has_ipv6()
+        for port, owners in config.owners().items():
+            names = [o.name for o in owners]
+            try:
+                # No SO_REUSEADDR and, for TCP, no listen(): bound but not
+                # listening, so the kernel itself refuses connections, as the
+                # original did.
+                sock = net.bind_port(port, ipv6)
+            except OSError as e:
+                log.error("cannot reserve %s for %s: %s, %s", port, ", ".join(names), e.strerror, net.describe_holders(port))
+                continue
+            self.hold(sock, port, names)
+
+    # -- events --------------------------------------------------------------
+
+    def _on_traffic(self, entry: Held) -> None:
+        sock = entry.sock
+        for _ in range(64):  # bounded: never starve the control socket
+            try:
+                if entry.listening:
+                    conn, _addr = sock.accept()
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+                    conn.close()
+                else:
+                    sock.recv(1)  # a datagram is consumed whole, whatever its size
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ECONNABORTED):
+                    return
+                raise
+
+    def _on_control(self) -> None:
+        assert self.control is not None
+        while True:
+            try:
+                data, creds, address, truncated = protocol.receive(self.control)
+            except (BlockingIOError, InterruptedError):
+                return
+            self.handle(data, creds, address, truncated)
+
+    def handle(self, data: bytes, creds: protocol.Credentials | None, address: str | None, truncated: bool) -> None:
+        who = f"pid {creds.pid} uid {creds.uid}" if creds else "unknown sender"
+        if truncated:
+            log.warning("refusing oversized request from %s", who)
+            return self.answer(address, protocol.Reply(False, "request too long", {}))
+        if not protocol.authorized(creds):
+            log.warning("refusing request from %s: not permitted", who)
+            return self.answer(address, protocol.Reply(False, "permission denied", {}))
+        try:
+            text = data.decode("utf-8").strip("\0\r\n\t ")
+        except UnicodeDecodeError:
+            log.warning("refusing malformed request from %s: not UTF-8", who)
+            return self.answer(address, protocol.Reply(False, "malformed request", {}))
+        if not text or "\n" in text or "/" in text:
+            log.warning("refusing malformed request from %s", who)
+            return self.answer(address, protocol.Reply(False, "malformed request", {}))
+        if text == protocol.STATUS:
+            return self.answer(address, protocol.Reply(True, "", self.ports()))
+        released = self.release(text)
+        if released:
+            log.info(
+                "released %s for %s (%s)",
+                " ".join(map(str, released)),
+                text,
+                who,
+                extra={"PORTRESERVE_NAME": text},
+            )
+        else:
+            log.debug("nothing held for %s (%s)", text, who)
+        self.answer(address, protocol.Reply(True, "", {p: [] for p in released}))
+
+    def answer(self, address: str | None, reply: protocol.Reply) -> None:
+        if address is None or self.control is None:
+            return
+        try:
+            self.control.sendto(reply.encode(), address)
+        except OSError as e:
+            # The client went away or its buffer is full: its loss, not ours.
+            log.debug("cannot answer %r: %s", address, e)
+
+    # -- releasing -----------------------------------------------------------
+
+    def release(self, name: str) -> list[Port]:
+        """Close every socket the name owns; ports listed by several names are
+        released when any of them is."""
+        drop = [h for h in self.held if name == protocol.ALL or name in h.owners]
+        for entry in drop:
+            if entry.port.proto is Proto.UDP or entry.listening:
+                self.selector.unregister(entry.sock)
+            entry.sock.close()
+        self.held = [h for h in self.held if h not in drop]
+        if drop:
+            self.notify_status()
+        return [h.port for h in drop]
+
+    def ports(self) -> dict[Port, list[str]]:
+        return {h.port: [units.escape(o) for o in h.owners] for h in self.held}
+
+    def names(self) -> set[str]:
+        return {o for h in self.held for o in h.owners}
+
+    def notify_status(self) -> None:
+        names = self.names()
+        sd.notify(f"STATUS=Holding {len(self.held)} port(s) for {len(names)} name(s)")
+
+    # -- main loop -----------------------------------------------------------
+
+    def run(self) -> None:
+        while self.held:
+            for key, _mask in self.selector.select():
+                key.data()
+        # Holding nothing: answer whatever is queued on the control socket, so
+        # systemd does not start us again for it, then leave.
+        if self.control is not None:
+            self._on_control()
+        log.info("holding nothing, exiting")
+        sd.notify("STOPPING=1\nSTATUS=Holding nothing")
+
+    def close(self) -> None:
+        for entry in self.held:
+            entry.sock.close()
+        self.held = []
+        self.selector.close()
+
+
+def create_control_socket(path: Path) -> socket.socket:
+    """The standalone holder's control socket (under systemd: portreserve.socket)."""
+    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+    try:
+        probe.connect(os.fspath(path))
+    except (FileNotFoundError, ConnectionRefusedError):
+        pass  # stale or absent
+    else:
+        raise FileExistsError(errno.EEXIST, f"another holder is listening on {path}")
+    finally:
+        probe.close()
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+    old = os.umask(0o177)
+    try:
+        sock.bind(os.fspath(path))
+    finally:
+        os.umask(old)
+    return sock
+
+
+def install_signal_handlers() -> None:
+    def stop(signum: int, _frame: object) -> None:
+        raise Shutdown(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+def holder_from_systemd(fds: dict[int, str]) -> Holder:
+    raise_fd_limit(len(fds))
+    holder = Holder(managed=True)
+    holder.adopt(fds)
+    return holder
+
+
+def holder_standalone(config: Config, control_path: Path) -> Holder:
+    raise_fd_limit(len(config.owners()))
+    holder = Holder(managed=False)
+    holder.attach_control(create_control_socket(control_path))
+    holder.bind_all(config)
+    return holder

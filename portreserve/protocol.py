@@ -1,0 +1,97 @@
+"""The control socket protocol, shared by the holder and portrelease.
+
+The original's datagram protocol: a request is one datagram holding a bare
+service name, or '*' for everything.  Extensions: a sender that has an address
+(portrelease autobinds one) gets one datagram back, and the request '.status'
+(a name with a '.' can never be a config file) asks what is held.
+
+Answers are text lines: the first is 'OK' or 'ERR reason'; then one line per
+port, 'PORT/PROTO NAME[,NAME...]' with the names escaped as in unit names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import struct
+from pathlib import Path
+
+from .config import Port, Proto
+
+ALL = "*"
+STATUS = ".status"
+MAX_REQUEST = 1024  # longer than any file name (255 bytes) with room to spare
+MAX_REPLY = 1 << 20
+CONTROL_FDNAME = "portreserve-control"  # '-' never appears raw in an escaped name
+
+_UCRED = struct.Struct("3i")
+
+
+@dataclasses.dataclass(frozen=True)
+class Credentials:
+    pid: int
+    uid: int
+    gid: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Reply:
+    ok: bool
+    error: str
+    ports: dict[Port, list[str]]
+
+    def encode(self) -> bytes:
+        head = "OK" if self.ok else f"ERR {self.error}"
+        lines = [head] + [f"{p} {','.join(names)}" for p, names in self.ports.items()]
+        return ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape")
+
+    @classmethod
+    def decode(cls, data: bytes) -> Reply:
+        lines = data.decode("utf-8", "surrogateescape").splitlines()
+        if not lines:
+            return cls(False, "empty reply", {})
+        ok = lines[0] == "OK"
+        error = "" if ok else lines[0].removeprefix("ERR").strip()
+        ports: dict[Port, list[str]] = {}
+        for line in lines[1:]:
+            spec, _, names = line.partition(" ")
+            number, _, proto = spec.partition("/")
+            try:
+                ports[Port(int(number), Proto(proto))] = names.split(",") if names else []
+            except ValueError:
+                continue
+        return cls(ok, error, ports)
+
+
+def enable_credentials(sock: socket.socket) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+
+
+def receive(sock: socket.socket) -> tuple[bytes, Credentials | None, str | None, bool]:
+    """One datagram: (data, sender credentials, sender address, truncated)."""
+    data, ancdata, flags, address = sock.recvmsg(MAX_REQUEST, socket.CMSG_SPACE(_UCRED.size))
+    creds = None
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and len(payload) >= _UCRED.size:
+            creds = Credentials(*_UCRED.unpack_from(payload))
+    truncated = bool(flags & socket.MSG_TRUNC)
+    return data, creds, address or None, truncated
+
+
+def authorized(creds: Credentials | None) -> bool:
+    """Root's requests, and the holder's own user's (user mode)."""
+    return creds is not None and creds.uid in (0, os.geteuid())
+
+
+def request(path: Path, text: str, timeout: float) -> Reply:
+    """Send one request and wait for the answer.
+
+    Raises FileNotFoundError or ConnectionRefusedError when no holder listens,
+    TimeoutError when it does not answer in time.
+    """
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        sock.bind("")  # autobind an abstract address, so the holder can answer
+        sock.settimeout(timeout)
+        sock.sendto(text.encode("utf-8", "surrogateescape"), os.fspath(path))
+        return Reply.decode(sock.recv(MAX_REPLY))

@@ -1,0 +1,132 @@
+"""`portreserve status` and `portreserve reload`."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+
+from . import net, paths, protocol, systemd_units, units
+from .config import Port, load_config, load_services
+
+
+@dataclasses.dataclass
+class PortState:
+    port: Port
+    state: str  # held, released, failed, ...
+    detail: str = ""
+
+
+def systemd_state(user: bool) -> dict[str, list[PortState]] | None:
+    groups = systemd_units.group_files(paths.generator_dir(user))
+    if not groups:
+        return None
+    sockets = {g: systemd_units.sockets_of_group(p) for g, p in groups.items()}
+    every = list(groups) + sorted({s for socks in sockets.values() for s in socks})
+    shown = systemd_units.show(user, every, ["ActiveState", "SubState", "Result"])
+    names: dict[str, list[PortState]] = {}
+    for group, socks in sockets.items():
+        states = []
+        for unit in socks:
+            port = units.port_of_socket_unit(unit)
+            assert port is not None
+            props = shown.get(unit, {})
+            active = props.get("ActiveState", "unknown")
+            if active == "active":
+                states.append(PortState(port, "held"))
+            elif active == "failed":
+                states.append(PortState(port, "failed", f"{unit}: {props.get('Result', '')}; " + taken_by(port)))
+            else:
+                states.append(PortState(port, "released" if active == "inactive" else active))
+        names[units.name_of_group_unit(group) or group] = states
+    return names
+
+
+def taken_by(port: Port) -> str:
+    return net.describe_holders(port) if not net.bindable(port, net.has_ipv6()) else "port is free"
+
+
+def standalone_state(args: argparse.Namespace) -> dict[str, list[PortState]]:
+    config = load_config(args.config_dir or paths.config_dirs(args.user), load_services(args.services))
+    try:
+        held = protocol.request(args.socket or paths.control_socket(args.user), protocol.STATUS, 2.0).ports
+    except (OSError, TimeoutError):
+        held = {}
+    held_by = {(p, units.unescape(n)) for p, names in held.items() for n in names}
+    names: dict[str, list[PortState]] = {}
+    for reservation in config.reservations:
+        states = []
+        for port in reservation.ports:
+            if (port, reservation.name) in held_by:
+                states.append(PortState(port, "held"))
+            elif port in held:
+                states.append(PortState(port, "held", "by another name's reservation"))
+            else:
+                states.append(PortState(port, "released"))
+        names[reservation.name] = states
+    return names
+
+
+def run_status(args: argparse.Namespace) -> int:
+    scope = "user" if args.user else "system"
+    names = None if args.socket else systemd_state(args.user)
+    mode = "systemd" if names is not None else "standalone"
+    if names is None:
+        names = standalone_state(args)
+    if args.json:
+        document = {
+            "scope": scope,
+            "mode": mode,
+            "names": {
+                n: [{"port": s.port.number, "proto": str(s.port.proto), "state": s.state, "detail": s.detail} for s in st]
+                for n, st in names.items()
+            },
+        }
+        json.dump(document, sys.stdout, indent=2)
+        print()
+        return 0
+    print(f"Scope: {scope} ({mode})")
+    if not names:
+        print("No reservations.")
+        return 0
+    width = max(4, *(len(n) for n in names))
+    print(f"{'NAME':<{width}}  {'PORT':<11}  {'STATE':<8}  DETAIL")
+    for name, states in names.items():
+        if not states:
+            print(f"{name:<{width}}  {'-':<11}  {'-':<8}  no valid entries")
+        for s in states:
+            print(f"{name:<{width}}  {str(s.port):<11}  {s.state:<8}  {s.detail}".rstrip())
+    return 0
+
+
+def run_reload(args: argparse.Namespace) -> int:
+    """daemon-reload, start the reservations that were never active since boot
+    (released ones stay released), and restart the holder so it adopts them."""
+    result = systemd_units.systemctl(args.user, "daemon-reload")
+    if result.returncode != 0:
+        print(f"portreserve: daemon-reload failed: {result.stderr.strip()}", file=sys.stderr)
+        return 1
+    groups = list(systemd_units.group_files(paths.generator_dir(args.user)))
+    shown = systemd_units.show(args.user, groups, ["ActiveState", "ActiveEnterTimestampMonotonic"])
+    new = [g for g in groups if shown.get(g, {}).get("ActiveEnterTimestampMonotonic", "0") == "0"]
+    if not new:
+        return 0
+    result = systemd_units.systemctl(args.user, "start", "--", *new)
+    if result.returncode != 0:
+        print(f"portreserve: starting {' '.join(new)} failed: {result.stderr.strip()}", file=sys.stderr)
+    # A running holder only gets fds when it starts: let it go (SIGTERM makes it
+    # exit 0, which, unlike a restart job, does not propagate to units that
+    # Require= it) and start it again with every active socket.
+    holder = systemd_units.show(args.user, [units.HOLDER_UNIT], ["ActiveState"])
+    if holder.get(units.HOLDER_UNIT, {}).get("ActiveState") == "active":
+        systemd_units.systemctl(args.user, "kill", "--kill-who=main", "--signal=SIGTERM", units.HOLDER_UNIT)
+        for _ in range(100):
+            state = systemd_units.show(args.user, [units.HOLDER_UNIT], ["ActiveState"])
+            if state.get(units.HOLDER_UNIT, {}).get("ActiveState") != "active":
+                break
+            time.sleep(0.05)
+        systemd_units.systemctl(args.user, "start", units.HOLDER_UNIT)
+    print("reserved " + " ".join(units.name_of_group_unit(g) or g for g in new))
+    return 0 if result.returncode == 0 else 1
