@@ -222,6 +222,9 @@ def load_config(dirs: Iterable[Path] = SYSTEM_CONFIG_DIRS, services: Services | 
     for name, path in files.items():
         try:
             data = read_regular_file(path)
+        except IsADirectoryError:
+            config.errors.append(ConfigError(path, None, "is a directory, ignoring"))
+            continue
         except OSError as e:
             config.errors.append(ConfigError(path, None, f"cannot read: {e.strerror}, ignoring"))
             continue

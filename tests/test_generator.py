@@ -1,0 +1,182 @@
+"""The generator, run as systemd runs it: a real process writing a real tree."""
+
+from __future__ import annotations
+
+import configparser
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+GOLDEN = Path(__file__).resolve().parent / "golden"
+GENERATOR = REPO / "generators" / "portreserve-generator"
+
+
+def run_generator(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    # The shim's shebang is /usr/bin/python3 -I; run it with the test's Python
+    # so the source tree is what gets imported.
+    environ = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    environ.pop("SYSTEMD_EXEC_PID", None)
+    return subprocess.run(
+        [sys.executable, str(GENERATOR), *map(str, args)], capture_output=True, text=True, env=environ, timeout=30
+    )
+
+
+def config_args(case: Path) -> list[str | Path]:
+    return ["--config-dir", case / "input" / "vendor", "--config-dir", case / "input" / "etc"]
+
+
+def read_tree(root: Path, case: Path) -> dict[str, str]:
+    """Every file and symlink below root; paths of the case replaced by @CASE@."""
+    tree: dict[str, str] = {}
+    for path in sorted(root.rglob("*")):
+        rel = str(path.relative_to(root))
+        if path.is_symlink():
+            tree[rel] = "-> " + os.readlink(path)
+        elif path.is_file():
+            tree[rel] = path.read_text().replace(str(case), "@CASE@")
+    return tree
+
+
+@pytest.mark.parametrize("case", sorted(p.name for p in GOLDEN.iterdir()))
+def test_generated_tree_matches_golden(case: str, tmp_path: Path) -> None:
+    case_dir = GOLDEN / case
+    out = tmp_path / "normal"
+    result = run_generator(*config_args(case_dir), out, tmp_path / "early", tmp_path / "late")
+    assert result.returncode == 0, result.stderr
+    got = read_tree(out, case_dir)
+    expected_dir = case_dir / "expected"
+    if os.environ.get("UPDATE_GOLDEN"):
+        shutil.rmtree(expected_dir, ignore_errors=True)
+        shutil.copytree(out, expected_dir, symlinks=True)
+        for path in expected_dir.rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                path.write_text(path.read_text().replace(str(case_dir), "@CASE@"))
+    assert got == read_tree(expected_dir, case_dir)
+    assert not any((tmp_path / d).exists() and any((tmp_path / d).iterdir()) for d in ("early", "late"))
+
+
+def test_realistic_reservations(tmp_path: Path) -> None:
+    result = run_generator(*config_args(GOLDEN / "realistic"), tmp_path)
+    sockets = sorted(p.name for p in tmp_path.glob("*.socket"))
+    assert sockets == [
+        "portreserve-389-tcp.socket",
+        "portreserve-600-udp.socket",
+        "portreserve-601-udp.socket",
+        "portreserve-602-udp.socket",
+        "portreserve-631-tcp.socket",  # cups and 'my printer' share it
+        "portreserve-631-udp.socket",
+        "portreserve-636-tcp.socket",  # slapd overridden from /etc: no 636/udp
+        "portreserve-783-tcp.socket",
+        "portreserve-783-udp.socket",
+    ]  # dovecot is masked, cups.rpmnew and cups~ are ignored
+    assert sorted(p.name for p in (tmp_path / "sockets.target.wants").iterdir()) == [
+        "portreserve@cups.service",
+        "portreserve@my\\x20printer.service",
+        "portreserve@nis.service",
+        "portreserve@slapd.service",
+        "portreserve@spamd.service",
+    ]
+    assert result.stderr == ""
+
+
+def parse_unit(path: Path) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read(path)
+    return parser
+
+
+def test_shared_port_is_one_socket_part_of_both_names(tmp_path: Path) -> None:
+    run_generator(*config_args(GOLDEN / "realistic"), tmp_path)
+    unit = parse_unit(tmp_path / "portreserve-631-tcp.socket")
+    assert unit["Unit"]["PartOf"] == "portreserve@cups.service portreserve@my\\x20printer.service"
+    assert unit["Socket"]["FileDescriptorName"] == "cups,my\\x20printer"
+    assert unit["Socket"]["BindIPv6Only"] == "both"
+    assert unit["Socket"]["Service"] == "portreserve.service"
+    group = parse_unit(tmp_path / "portreserve@my\\x20printer.service")
+    assert group["Unit"]["Wants"].split() == [
+        "portreserve-631-tcp.socket",
+        "portreserve-631-udp.socket",
+        "portreserve.service",
+    ]
+
+
+def test_bad_config_logs_file_and_line_and_exits_zero(tmp_path: Path) -> None:
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "good").write_text("imaps\n")
+    (etc / "bad").write_bytes(b"ipp\nnosuchservice\n70000\n\xff\xfe\n")
+    (etc / "adir").mkdir()
+    out = tmp_path / "out"
+    result = run_generator("--config-dir", etc, out)
+    assert result.returncode == 0
+    assert f"{etc}/bad:2: unknown service 'nosuchservice'" in result.stderr
+    assert f"{etc}/bad:3: port 70000 out of range" in result.stderr
+    assert f"{etc}/bad:4: not valid UTF-8" in result.stderr
+    assert f"{etc}/adir: is a directory" in result.stderr
+    assert (out / "portreserve-993-tcp.socket").exists()
+    assert (out / "portreserve-631-tcp.socket").exists()  # the good line of the bad file
+
+
+def test_no_config_generates_nothing(tmp_path: Path) -> None:
+    result = run_generator("--config-dir", tmp_path / "none", tmp_path / "out")
+    assert result.returncode == 0 and result.stderr == ""
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_print_writes_nothing(tmp_path: Path) -> None:
+    result = run_generator("--print", *config_args(GOLDEN / "realistic"))
+    assert result.returncode == 0
+    assert "# portreserve-631-tcp.socket\n" in result.stdout
+    assert "ListenDatagram=783" in result.stdout
+
+
+def test_usage_errors_and_help() -> None:
+    assert run_generator().returncode == 2
+    helped = run_generator("--help")
+    assert helped.returncode == 0 and "--print" in helped.stdout
+
+
+def test_unit_name_too_long_is_reported(tmp_path: Path) -> None:
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / ("-" * 100)).write_text("ipp\n")  # every '-' becomes \x2d: 400 characters
+    (etc / "ok").write_text("imaps\n")
+    result = run_generator("--config-dir", etc, tmp_path / "out")
+    assert result.returncode == 0
+    assert "file name too long for a unit name" in result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.socket")) == ["portreserve-993-tcp.socket"]
+
+
+def test_generated_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+    destdir = tmp_path / "dest"
+    subprocess.run(
+        ["make", "-s", "install", f"DESTDIR={destdir}", "PREFIX=/usr"], cwd=REPO, check=True, capture_output=True
+    )
+    sbindir = destdir / "usr" / "sbin"
+    out = tmp_path / "gen"
+    result = run_generator(*config_args(GOLDEN / "realistic"), "--sbindir", sbindir, out)
+    assert result.returncode == 0
+    # verify checks that ExecStart= binaries exist: point the static units at DESTDIR.
+    for unit in ("portreserve.service", "portreserve.socket"):
+        text = (destdir / "usr/lib/systemd/system" / unit).read_text()
+        (out / unit).write_text(text.replace("/usr/sbin/", f"{sbindir}/"))
+    names = sorted(p.name for p in out.iterdir() if p.is_file())
+    verify = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", *names],
+        cwd=out,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SYSTEMD_UNIT_PATH": f"{out}:"},
+    )
+    problems = [
+        line
+        for line in verify.stderr.splitlines()
+        if "portreserve" in line and "Failed to put bus name" not in line
+    ]
+    assert verify.returncode == 0 and problems == [], verify.stderr
