@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__, paths, protocol, sd
+from . import __version__, paths, sd
 from .config import SERVICES_FILE, load_config, load_services
 
 log = logging.getLogger("portreserve")
@@ -32,37 +31,39 @@ control socket in $XDG_RUNTIME_DIR/portreserve/, units of `systemctl --user`.
 """
 
 
-def add_scope(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_mutually_exclusive_group()
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    # Options shared by the holder and the subcommands; the holder's are also
+    # accepted without a command, as the original took them.
+    scope = argparse.ArgumentParser(add_help=False)
+    group = scope.add_mutually_exclusive_group()
     group.add_argument("--user", dest="user", action="store_true", default=None, help="the user's reservations")
     group.add_argument("--system", dest="user", action="store_false", help="the system's reservations")
+    config = argparse.ArgumentParser(add_help=False)
+    config.add_argument(
+        "--config-dir", action="append", type=Path, help="configuration directory (repeatable, later wins)"
+    )
+    config.add_argument("--services", type=Path, default=SERVICES_FILE, help="services(5) file (default /etc/services)")
+    config.add_argument("--socket", type=Path, help="control socket path")
+    holder = argparse.ArgumentParser(add_help=False)
+    holder.add_argument("-d", "--debug", action="store_true", help="stay in the foreground, log debug output to stderr")
 
-
-def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    common = [scope, config, holder]
     parser = argparse.ArgumentParser(
-        prog="portreserve", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="portreserve",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=common,
     )
     parser.add_argument("--version", action="version", version=f"portreserve {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    hold = sub.add_parser("hold", help="run the holder (the default)")
-    status = sub.add_parser("status", help="show every name, its ports and their state")
+    sub.add_parser("hold", parents=common, help="run the holder (the default)")
+    status = sub.add_parser("status", parents=[scope, config], help="show every name, its ports and their state")
     status.add_argument("--json", action="store_true", help="machine-readable output")
-    reload = sub.add_parser(
+    sub.add_parser(
         "reload",
-        help="after adding files: daemon-reload, reserve names that are new, let the holder pick them up",
+        parents=[scope],
+        help="after adding files: daemon-reload, reserve the new names, let the holder adopt them",
     )
-    for p in (hold, status, reload, parser):
-        add_scope(p)
-    for p in (hold, status, parser):
-        p.add_argument("--socket", type=Path, help="control socket path")
-    for p in (hold, parser):
-        p.add_argument("-d", "--debug", action="store_true", help="stay in the foreground, log debug output to stderr")
-        p.add_argument("--config-dir", action="append", type=Path, help="configuration directory (repeatable, later wins)")
-        p.add_argument("--services", type=Path, default=SERVICES_FILE, help="services(5) file (default /etc/services)")
-    for p in (status,):
-        p.add_argument("--config-dir", action="append", type=Path, help="configuration directory (repeatable, later wins)")
-        p.add_argument("--services", type=Path, default=SERVICES_FILE, help="services(5) file (default /etc/services)")
     args = parser.parse_args(argv)
     if args.user is None:
         args.user = os.geteuid() != 0
@@ -152,6 +153,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_reload(args)
     return run_holder(args)
-
-
-__all__ = ["json", "main", "protocol"]

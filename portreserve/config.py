@@ -119,8 +119,9 @@ def parse_entry(entry: str, services: Services) -> tuple[list[Port], str | None]
     else:
         protos = (Proto.TCP, Proto.UDP)
 
-    if spec.isdigit() or (m := _RANGE.fullmatch(spec)):
-        low, high = (int(spec), int(spec)) if spec.isdigit() else (int(m[1]), int(m[2]))
+    m = _RANGE.fullmatch(spec)
+    if spec.isdigit() or m:
+        low, high = (int(m[1]), int(m[2])) if m else (int(spec), int(spec))
         for number in (low, high):
             if not 1 <= number <= 65535:
                 return [], f"port {number} out of range (1-65535)"

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import units
-from .config import Config, ConfigError, Services, load_config, load_services
+from .config import Config, Services, load_config, load_services
 from .paths import config_dirs
 
 Log = Callable[[int, str], None]
@@ -134,7 +134,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--print", action="store_true", help="print the units instead of writing them")
     parser.add_argument("--user", action="store_true", default=None, help="generate for a user manager")
     parser.add_argument("--config-dir", action="append", type=Path, help="read this directory (repeatable, later wins)")
-    parser.add_argument("--services", type=Path, default=Path("/etc/services"), help="services(5) file to resolve names")
+    parser.add_argument("--services", type=Path, default=Path("/etc/services"), help="services(5) file for names")
     parser.add_argument("--sbindir", default="/usr/sbin", help="where portrelease is installed")
     args = parser.parse_args(argv)
     if not args.print and len(args.dirs) not in (1, 3):
@@ -154,6 +154,3 @@ def main(argv: list[str] | None = None, sbindir: str | None = None) -> int:
         return 0
     outdir = None if args.print else args.dirs[0]
     return run(outdir, scope, dirs, load_services(args.services), log)
-
-
-__all__ = ["ConfigError", "generate", "main", "run"]

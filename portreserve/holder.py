@@ -115,7 +115,9 @@ class Holder:
                 # original did.
                 sock = net.bind_port(port, ipv6)
             except OSError as e:
-                log.error("cannot reserve %s for %s: %s, %s", port, ", ".join(names), e.strerror, net.describe_holders(port))
+                log.error(
+                    "cannot reserve %s for %s: %s, %s", port, ", ".join(names), e.strerror, net.describe_holders(port)
+                )
                 continue
             self.hold(sock, port, names)
 

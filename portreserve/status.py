@@ -80,7 +80,10 @@ def run_status(args: argparse.Namespace) -> int:
             "scope": scope,
             "mode": mode,
             "names": {
-                n: [{"port": s.port.number, "proto": str(s.port.proto), "state": s.state, "detail": s.detail} for s in st]
+                n: [
+                    {"port": s.port.number, "proto": str(s.port.proto), "state": s.state, "detail": s.detail}
+                    for s in st
+                ]
                 for n, st in names.items()
             },
         }

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Sequence
-from pathlib import Path
 
 from .config import Port, Proto, Reservation
 
@@ -121,8 +120,7 @@ def render_socket_unit(port: Port, owners: Sequence[Reservation], scope: Scope) 
     listen = "ListenStream" if port.proto is Proto.TCP else "ListenDatagram"
     part_of = " ".join(group_unit(n) for n in names)
     return (
-        HEADER
-        + "\n[Unit]\n"
+        HEADER + "\n[Unit]\n"
         f"Description=Port reservation {port} for {systemd_quote(', '.join(names))}\n"
         "Documentation=man:portreserve(8)\n"
         f"SourcePath={systemd_quote(str(owners[0].source))}\n"

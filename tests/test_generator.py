@@ -175,8 +175,6 @@ def test_generated_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
         env={**os.environ, "SYSTEMD_UNIT_PATH": f"{out}:"},
     )
     problems = [
-        line
-        for line in verify.stderr.splitlines()
-        if "portreserve" in line and "Failed to put bus name" not in line
+        line for line in verify.stderr.splitlines() if "portreserve" in line and "Failed to put bus name" not in line
     ]
     assert verify.returncode == 0 and problems == [], verify.stderr
