@@ -153,7 +153,10 @@ def render_group_unit(reservation: Reservation, scope: Scope) -> str:
         "Before=sockets.target",
     ]
     if sockets:
-        lines += [f"Wants={wants}", f"After={' '.join(sockets)}"]
+        # Before= the sockets: stop jobs run in reverse order, so a stop of this
+        # unit alone completes only after its sockets are closed, and then its
+        # ExecStop= makes the holder drop the last copies.
+        lines += [f"Wants={wants}", f"Before={' '.join(sockets)}"]
     lines += [
         "",
         "[Service]",
