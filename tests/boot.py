@@ -1,0 +1,807 @@
+"""Boot a real systemd as PID 1 in a throwaway root, for integration tests.
+
+Usage::
+
+    from boot import boot
+
+    result = boot(
+        tmp_path,
+        files={"/etc/portreserve/cups": "ipp\\n",
+               "/usr/local/bin/x": ("#!/bin/sh\\n...", 0o755)},
+        symlinks={"/etc/portreserve/masked": "/dev/null"},
+        install=destdir,                 # tree made by `make install DESTDIR=...`
+        driver="#!/bin/bash\\nset -eu\\n... > /results/x\\n",
+        driver_after=["multi-user.target"],
+        timeout=60,
+    )
+    assert result.read("x") == "..."
+
+How it works (see docs/systemd-facts.md sections 6 and 8 for why):
+
+* The host runs ``unshare --mount --pid --net --uts --ipc --cgroup --fork`` on a
+  generated ``inner.sh``.  Before that, the process is moved into a fresh
+  cgroup-v2 group ``portreserve-boot-<pid>-<n>``: the guest's cgroup namespace is
+  rooted there, the guest's systemd creates its slices below it, and teardown can
+  kill everything in it with ``cgroup.kill``.
+* ``inner.sh`` builds the root: tmpfs + overlay with ``lowerdir=/`` (the guest can
+  write anywhere; the host root is never modified), copies the DESTDIR tree and
+  the test's files in, gives the guest its own small /dev (nodev tmpfs with bind
+  mounts of a few safe nodes, a private devpts, a pty as /dev/console and a FIFO
+  as /dev/kmsg, both drained by the host), a read-only sysfs, its own cgroup2 mount, /proc with a read-only
+  /proc/sys (so systemd-sysctl & co cannot change the host kernel), binds the
+  results directory at /results, pivots into the root and execs systemd with a
+  reduced capability bounding set (no module loading, no clock setting, ...).
+* systemd boots ``boot-test.target`` (basic.target plus whatever the test asks
+  for); ``boot-driver.service`` is ordered after it and runs the test's driver
+  script through a wrapper that records the exit status, dumps the journal and
+  finally creates /results/done.
+* The host polls for /results/done, then kills the namespace's PID 1 (that ends
+  every process in the PID namespace; killing ``unshare`` would not) and the
+  cgroup, waits for ``unshare`` and removes the cgroup.  All mounts lived only in
+  the namespace's private mount namespace and vanish with it; teardown verifies
+  that no overlay mount and no process of the guest is left.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import select
+import shlex
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["BootError", "BootResult", "boot", "host_leftovers", "DEFAULT_MASKS"]
+
+FileContent = str | bytes
+FileSpec = FileContent | tuple[FileContent, int]
+
+SYSTEMD = "/lib/systemd/systemd"
+TEST_TARGET = "boot-test.target"
+DRIVER_UNIT = "boot-driver.service"
+HARNESS_DIR = "/usr/lib/boot-harness"  # where driver + wrapper live in the guest
+CGROUP_PREFIX = "portreserve-boot-"
+POLL_SECONDS = 0.05
+TAIL_LINES = 80
+
+# Units that make no sense in a container test root, or that hang there while
+# holding copies of PID 1's fds (facts §8: a getty stuck between fork and exec
+# kept a released port bound).
+DEFAULT_MASKS: tuple[str, ...] = (
+    "getty.target",
+    "getty-static.service",
+    "console-getty.service",
+    "container-getty@.service",
+    "getty@.service",
+    "serial-getty@.service",
+    "postgresql.service",
+    "postgresql@.service",
+    # Timers of the host image; never useful in a boot that lasts seconds.
+    "apt-daily.timer",
+    "apt-daily-upgrade.timer",
+    "dpkg-db-backup.timer",
+    "e2scrub_all.timer",
+    "fstrim.timer",
+    "man-db.timer",
+    # Pseudo file systems the tests never need; fewer mounts, quieter journal.
+    "sys-kernel-debug.mount",
+    "sys-kernel-tracing.mount",
+    "sys-kernel-config.mount",
+    "sys-fs-fuse-connections.mount",
+)
+
+# Capabilities the guest's systemd must not have: they act on the host kernel,
+# not on a namespace (modules, clock, raw I/O, kernel log, MAC policy, BPF ...).
+DROPPED_CAPS: tuple[str, ...] = (
+    "sys_module",
+    "sys_time",
+    "sys_rawio",
+    "syslog",
+    "wake_alarm",
+    "mac_admin",
+    "mac_override",
+    "sys_pacct",
+    "block_suspend",
+    "audit_control",
+    "audit_read",
+    "bpf",
+    "perfmon",
+)
+
+# Device nodes bind-mounted from the host into the guest's private /dev.
+DEV_NODES: tuple[str, ...] = ("null", "zero", "full", "random", "urandom", "tty")
+
+_counter = itertools.count()
+
+
+class BootError(AssertionError):
+    """The guest did not boot, timed out, or its driver failed.
+
+    Subclasses AssertionError so pytest reports it as a test failure; the message
+    carries the journal and console tails.
+    """
+
+
+@dataclass
+class BootResult:
+    results_dir: Path  # host side of the guest's /results
+    journal: str  # `journalctl -b` of the guest (or console output if none)
+    console: str  # everything written to the guest's /dev/console
+    kmsg: str  # everything written to the guest's /dev/kmsg (generators log there)
+    driver_log: str  # stdout+stderr of the driver script
+    driver_rc: int | None  # exit status of the driver script
+    boot_seconds: float  # namespace start -> driver start
+    total_seconds: float  # namespace start -> teardown finished
+    scratch: Path = field(repr=False, default=Path())  # tmp dir of this boot
+
+    def read(self, name: str) -> str:
+        """Text of a file the driver wrote to /results/<name>."""
+        return (self.results_dir / name).read_text()
+
+
+# --------------------------------------------------------------------------
+# Public entry point
+# --------------------------------------------------------------------------
+
+
+def boot(
+    tmp_path: Path,
+    *,
+    files: Mapping[str, FileSpec] | None = None,
+    symlinks: Mapping[str, str] | None = None,
+    install: Path | None = None,
+    driver: str = "#!/bin/bash\ntrue\n",
+    driver_after: Sequence[str] = (),
+    mask: Sequence[str] = (),
+    timeout: float = 60,
+    check: bool = True,
+) -> BootResult:
+    """Boot systemd in a throwaway root, run `driver` in it, tear it all down.
+
+    files:        guest path -> content (str/bytes) or (content, mode).
+    symlinks:     guest path -> link target.
+    install:      a DESTDIR tree copied over the guest root first.
+    driver:       bash script run by boot-driver.service once boot-test.target
+                  is reached; it writes its findings to /results.
+    driver_after: extra units the driver Wants= and is ordered After=.
+    mask:         extra units to mask (on top of DEFAULT_MASKS).
+    check:        raise BootError when the driver exits non-zero.
+
+    Raises BootError (an AssertionError) when the boot fails or times out, or
+    the driver fails and `check` is true.  Never leaves anything on the host.
+    """
+    _require_root()
+    _reap_stale_guests()
+    scratch = Path(tmp_path) / f"boot-{next(_counter)}"
+    if any(c in str(scratch) for c in ",:"):
+        raise ValueError(f"overlayfs cannot take ',' or ':' in its paths: {scratch}")
+    scratch.mkdir(parents=True)
+    results = scratch / "results"
+    results.mkdir()
+    stage = scratch / "stage"
+    _stage_guest_files(stage, files or {}, symlinks or {}, driver, driver_after, mask)
+
+    guest = _Guest(scratch, stage, results, install)
+    try:
+        guest.start()
+        outcome = guest.wait_for_driver(timeout)
+    finally:
+        problems = guest.teardown()
+    result = _collect(guest, results, scratch)
+    print(
+        f"\n[boot] driver started {result.boot_seconds:.2f}s after unshare, "
+        f"total {result.total_seconds:.2f}s ({scratch})"
+    )
+    if problems:
+        raise BootError("teardown left something behind:\n" + "\n".join(problems))
+    if outcome != "done":
+        raise BootError(_failure_message(outcome, result, guest))
+    if check and result.driver_rc != 0:
+        raise BootError(_failure_message(f"driver exited with {result.driver_rc}", result, guest))
+    return result
+
+
+# --------------------------------------------------------------------------
+# Preconditions and leftovers of earlier runs
+# --------------------------------------------------------------------------
+
+
+def _require_root() -> None:
+    # Tests that need a boot must fail loudly, not skip, when they cannot boot.
+    if os.geteuid() != 0:
+        raise BootError("boot harness needs root (mount/pid/net namespaces, overlayfs)")
+    for tool in ("unshare", "setpriv", "tar", "nsenter"):
+        if shutil.which(tool) is None:
+            raise BootError(f"boot harness needs `{tool}` (util-linux / tar)")
+    if not os.access(SYSTEMD, os.X_OK):
+        raise BootError(f"boot harness needs {SYSTEMD}")
+    _cgroup2_dir()  # raises if there is no cgroup2 hierarchy
+
+
+def _cgroup2_mount() -> Path:
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        before, _, after = line.partition(" - ")
+        if after.split()[0] == "cgroup2":
+            return Path(before.split()[4])
+    raise BootError("boot harness needs a cgroup2 hierarchy mounted on the host")
+
+
+def _cgroup2_dir() -> Path:
+    """Host directory of the cgroup-v2 group this process is in."""
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        if line.startswith("0::"):
+            return _cgroup2_mount() / line[3:].lstrip("/")
+    raise BootError("this process is in no cgroup2 group")
+
+
+def _reap_stale_guests() -> None:
+    """Kill and remove guests whose test process died without tearing down.
+
+    Only groups named by this harness for a process that no longer exists are
+    touched (a SIGKILLed pytest cannot run its finally blocks).
+    """
+    parent = _cgroup2_dir()
+    for group in parent.glob(CGROUP_PREFIX + "*"):
+        owner = group.name[len(CGROUP_PREFIX) :].split("-")[0]
+        if owner.isdigit() and not Path(f"/proc/{owner}").exists():
+            _kill_cgroup(group)
+            _remove_cgroup(group, wait=2.0)
+
+
+# --------------------------------------------------------------------------
+# What goes into the guest
+# --------------------------------------------------------------------------
+
+
+def _stage_path(stage: Path, guest_path: str) -> Path:
+    if not guest_path.startswith("/") or ".." in Path(guest_path).parts:
+        raise ValueError(f"guest paths must be absolute and plain: {guest_path!r}")
+    path = stage / guest_path.lstrip("/")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _write(stage: Path, guest_path: str, spec: FileSpec) -> None:
+    content, mode = spec if isinstance(spec, tuple) else (spec, 0o644)
+    path = _stage_path(stage, guest_path)
+    if path.is_symlink() or path.exists():
+        path.unlink()
+    data = content.encode() if isinstance(content, str) else content
+    path.write_bytes(data)
+    path.chmod(mode)
+
+
+def _link(stage: Path, guest_path: str, target: str) -> None:
+    path = _stage_path(stage, guest_path)
+    if path.is_symlink() or path.exists():
+        path.unlink()
+    path.symlink_to(target)
+
+
+def _stage_guest_files(
+    stage: Path,
+    files: Mapping[str, FileSpec],
+    symlinks: Mapping[str, str],
+    driver: str,
+    driver_after: Sequence[str],
+    mask: Sequence[str],
+) -> None:
+    """Build the tree that is copied over the guest root before boot.
+
+    The test's files come first so the harness's own units always win.
+    """
+    stage.mkdir()
+    for guest_path, spec in files.items():
+        _write(stage, guest_path, spec)
+    for guest_path, target in symlinks.items():
+        _link(stage, guest_path, target)
+    for unit in (*DEFAULT_MASKS, *mask):
+        _link(stage, f"/etc/systemd/system/{unit}", "/dev/null")
+    _write(stage, "/etc/systemd/system/" + TEST_TARGET, _test_target(driver_after))
+    _write(stage, "/etc/systemd/system/" + DRIVER_UNIT, _driver_unit(driver_after))
+    _write(stage, f"{HARNESS_DIR}/driver", (driver, 0o755))
+    _write(stage, f"{HARNESS_DIR}/wrapper", (_WRAPPER, 0o755))
+    # journald also copies everything to /dev/console, which the host reads:
+    # the log survives even when the driver never gets to dump the journal.
+    _write(stage, "/etc/systemd/journald.conf.d/boot-harness.conf", _JOURNALD_CONF)
+
+
+def _test_target(driver_after: Sequence[str]) -> str:
+    wants = " ".join([DRIVER_UNIT, *driver_after])
+    return (
+        "[Unit]\n"
+        "Description=Boot harness test target\n"
+        "Requires=basic.target\n"
+        "After=basic.target\n"
+        f"Wants={wants}\n"
+        "AllowIsolate=yes\n"
+    )
+
+
+def _driver_unit(driver_after: Sequence[str]) -> str:
+    after = " ".join(["basic.target", TEST_TARGET, *driver_after])
+    wants = f"Wants={' '.join(driver_after)}\n" if driver_after else ""
+    return (
+        "[Unit]\n"
+        "Description=Boot harness test driver\n"
+        f"After={after}\n"
+        f"{wants}"
+        "\n[Service]\n"
+        "Type=oneshot\n"
+        # The host enforces the timeout; systemd must not kill the driver first.
+        "TimeoutStartSec=infinity\n"
+        f"ExecStart=/bin/bash {HARNESS_DIR}/wrapper\n"
+        # journald forwards it to the console as well
+        "StandardOutput=journal\n"
+        "StandardError=inherit\n"
+    )
+
+
+_JOURNALD_CONF = """\
+[Journal]
+ForwardToConsole=yes
+TTYPath=/dev/console
+MaxLevelConsole=debug
+"""
+
+# Runs the test's driver and always records its status. A failing oneshot
+# never runs ExecStartPost= (facts §8), so everything happens in one script.
+_WRAPPER = f"""\
+#!/bin/bash
+date +%s.%N > /results/.driver-start
+/bin/bash {HARNESS_DIR}/driver 2>&1 | tee /results/driver.log
+rc=${{PIPESTATUS[0]}}
+echo "$rc" > /results/driver.rc
+echo "boot-harness: driver exited with $rc"
+journalctl --sync 2>/dev/null || true
+journalctl -b --no-pager -o short-monotonic > /results/journal.txt 2>&1
+touch /results/done
+exit "$rc"
+"""
+
+
+# --------------------------------------------------------------------------
+# The namespace setup script
+# --------------------------------------------------------------------------
+
+
+def _inner_script(
+    *, root: Path, stage: Path, results: Path, install: Path | None, console_pty: str, kmsg_fifo: Path
+) -> str:
+    q = shlex.quote
+    drop = ",".join("-" + cap for cap in DROPPED_CAPS)
+    install_cmd = (
+        f'tar -C {q(str(install))} -cf - . | tar -C "$G" -xpf - --no-overwrite-dir' if install else ": no install tree"
+    )
+    dev_binds = "\n".join(f'touch "$G/dev/{n}"; mount --bind /dev/{n} "$G/dev/{n}"' for n in DEV_NODES)
+    return f"""#!/bin/bash
+# Generated by tests/boot.py. Runs as PID 1 of new mount/pid/net/uts/ipc/cgroup
+# namespaces; everything mounted here disappears with the namespace.
+set -euo pipefail
+R={q(str(root))}
+G="$R/root"
+
+# Nothing mounted here may propagate back to the host.
+mount --make-rprivate /
+
+# Throwaway root: overlay of the host's / with a tmpfs upper layer.
+mount -t tmpfs -o mode=0755 boot-scratch "$R"
+mkdir "$R/upper" "$R/work" "$G"
+mount -t overlay boot-root -o "lowerdir=/,upperdir=$R/upper,workdir=$R/work" "$G"
+
+# Content: DESTDIR tree, then test files and harness units. tar keeps the
+# metadata of existing directories (cp -a would chmod /tmp and friends).
+{install_cmd}
+tar -C {q(str(stage))} -cf - . | tar -C "$G" -xpf - --no-overwrite-dir
+
+# Private /dev: nodev tmpfs (nodes the guest might mknod do not work) with a
+# few safe nodes bound in, its own devpts, and a pty as console.
+mount -t tmpfs -o mode=0755,nosuid,nodev boot-dev "$G/dev"
+{dev_binds}
+mkdir "$G/dev/pts" "$G/dev/shm" "$G/dev/mqueue"
+mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts "$G/dev/pts"
+ln -s pts/ptmx "$G/dev/ptmx"
+mount -t tmpfs -o mode=1777,nosuid,nodev boot-shm "$G/dev/shm"
+ln -s /proc/self/fd "$G/dev/fd"
+ln -s /proc/self/fd/0 "$G/dev/stdin"
+ln -s /proc/self/fd/1 "$G/dev/stdout"
+ln -s /proc/self/fd/2 "$G/dev/stderr"
+touch "$G/dev/console"
+mount --bind {q(console_pty)} "$G/dev/console"
+# A FIFO the host drains as /dev/kmsg: generators log there.
+touch "$G/dev/kmsg"
+mount --bind {q(str(kmsg_fifo))} "$G/dev/kmsg"
+
+# sysfs of our network namespace, read-only; cgroup2 rooted at our group.
+mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$G/sys"
+mount -t cgroup2 -o nosuid,nodev,noexec cgroup2 "$G/sys/fs/cgroup"
+
+mkdir -p "$G/results"
+mount --bind {q(str(results))} "$G/results"
+
+cd "$G"
+mkdir -p .oldroot
+pivot_root . .oldroot
+mount -t proc -o nosuid,nodev,noexec proc /proc
+# Kernel settings outside the network namespace belong to the host.
+mount --bind /proc/sys /proc/sys
+mount --bind /proc/sys/net /proc/sys/net
+mount -o remount,bind,ro /proc/sys
+if [ -e /proc/sysrq-trigger ]; then
+    mount --bind /proc/sysrq-trigger /proc/sysrq-trigger
+    mount -o remount,bind,ro /proc/sysrq-trigger
+fi
+umount -l /.oldroot
+rmdir /.oldroot
+
+exec env -i container=portreserve-test PATH=/usr/sbin:/usr/bin:/sbin:/bin \\
+    setpriv --inh-caps={drop} --bounding-set={drop} \\
+    {SYSTEMD} --unit={TEST_TARGET} --show-status=no
+"""
+
+
+# --------------------------------------------------------------------------
+# Running and tearing down one guest
+# --------------------------------------------------------------------------
+
+
+class _LogDrain:
+    """Copies what the guest writes to /dev/console and /dev/kmsg into files.
+
+    /dev/console is a pty: systemd must be able to acquire it as a terminal
+    (on a regular file it gives up and logs to /dev/null).  /dev/kmsg is a
+    FIFO: generators are told to log there (systemd.generator(7)), and many
+    writers must not overwrite each other as they would in a plain file.
+    Both must be drained all the time, or writers in the guest block.
+    """
+
+    def __init__(self, console_log: Path, kmsg_fifo: Path, kmsg_log: Path) -> None:
+        self.master, self.slave = os.openpty()  # the slave stays open: no EIO on reads
+        self.console_path = os.ttyname(self.slave)
+        os.mkfifo(kmsg_fifo, 0o600)
+        # O_RDWR: opening never blocks, and the guest's writers never see ENXIO.
+        self.kmsg_fd = os.open(kmsg_fifo, os.O_RDWR | os.O_NONBLOCK)
+        self._sinks = {self.master: console_log.open("wb"), self.kmsg_fd: kmsg_log.open("wb")}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="boot-log-drain", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        fds = list(self._sinks)
+        while True:
+            ready, _, _ = select.select(fds, [], [], POLL_SECONDS)
+            if not ready and self._stop.is_set():
+                return
+            for fd in ready:
+                try:
+                    data = os.read(fd, 65536)
+                except BlockingIOError:
+                    continue
+                except OSError:  # EIO on the pty after a hangup
+                    time.sleep(POLL_SECONDS)
+                    continue
+                self._sinks[fd].write(data)
+                self._sinks[fd].flush()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        for fd, sink in self._sinks.items():
+            sink.close()
+            os.close(fd)
+        os.close(self.slave)
+
+
+class _Guest:
+    def __init__(self, scratch: Path, stage: Path, results: Path, install: Path | None) -> None:
+        self.scratch = scratch
+        self.stage = stage
+        self.results = results
+        self.install = install
+        self.root = scratch / "root"  # mount point of the scratch tmpfs
+        self.cgroup = _cgroup2_dir() / f"{CGROUP_PREFIX}{os.getpid()}-{scratch.name}-{os.urandom(3).hex()}"
+        self.console_log = scratch / "console.log"
+        self.kmsg_fifo = scratch / "kmsg.fifo"
+        self.kmsg_log = scratch / "kmsg.log"
+        self.unshare_log = scratch / "unshare.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.pid1: int | None = None
+        self.logs: _LogDrain | None = None
+        self.started = 0.0
+        self.finished = 0.0
+        self.journal_fallback = ""
+
+    # -- start -------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.install is not None and not Path(self.install).is_dir():
+            raise BootError(f"install tree {self.install} is not a directory")
+        self.root.mkdir()
+        self.logs = _LogDrain(self.console_log, self.kmsg_fifo, self.kmsg_log)
+        inner = self.scratch / "inner.sh"
+        script = _inner_script(
+            root=self.root,
+            stage=self.stage,
+            results=self.results,
+            install=self.install,
+            console_pty=self.logs.console_path,
+            kmsg_fifo=self.kmsg_fifo,
+        )
+        inner.write_text(script)
+        inner.chmod(0o755)
+        self.cgroup.mkdir()
+        # The shell joins the group, then becomes unshare: every process of the
+        # guest is born inside the group, and the cgroup namespace is rooted there.
+        cmd = [
+            "/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"',
+            str(self.cgroup / "cgroup.procs"),
+            "unshare", "--mount", "--pid", "--net", "--uts", "--ipc", "--cgroup",
+            "--fork", str(inner),
+        ]  # fmt: skip
+        self.started = time.time()
+        with self.unshare_log.open("wb") as log:
+            self.proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                # Own session: a Ctrl-C in the terminal reaches pytest (which
+                # tears down) but not unshare.
+                start_new_session=True,
+            )
+        self.pid1 = self._find_pid1()
+
+    def _find_pid1(self) -> int | None:
+        """The namespace's PID 1 is unshare's (only) child."""
+        assert self.proc is not None
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+            try:
+                pids = children.read_text().split()
+            except OSError:
+                pids = []
+            if pids:
+                return int(pids[0])
+            time.sleep(0.005)
+        return None
+
+    # -- wait --------------------------------------------------------------
+
+    def wait_for_driver(self, timeout: float) -> str:
+        """'done', or why not."""
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        done = self.results / "done"
+        while True:
+            if done.exists():
+                return "done"
+            if self.proc.poll() is not None:
+                return f"the namespace ended early (unshare exit status {self.proc.returncode})"
+            if time.monotonic() > deadline:
+                self.journal_fallback = self._dump_journal_from_outside()
+                return f"timeout: no /results/done after {timeout}s"
+            time.sleep(POLL_SECONDS)
+
+    def _dump_journal_from_outside(self) -> str:
+        """The driver never dumped the journal; read it from inside the guest."""
+        if self.pid1 is None:
+            return ""
+        cmd = ["nsenter", "-t", str(self.pid1), "-m", "-p", "--",
+               "journalctl", "-b", "--no-pager", "-o", "short-monotonic"]  # fmt: skip
+        try:
+            out = subprocess.run(cmd, capture_output=True, timeout=10, check=False)
+        except subprocess.TimeoutExpired:
+            return "(journalctl inside the guest timed out)"
+        return out.stdout.decode(errors="replace") + out.stderr.decode(errors="replace")
+
+    # -- teardown ----------------------------------------------------------
+
+    def teardown(self) -> list[str]:
+        """Kill the guest and verify nothing is left; returns problems found."""
+        problems: list[str] = []
+        try:
+            if self.pid1 is not None and _in_cgroup(self.pid1, self.cgroup):
+                # SIGKILL to a PID namespace's init ends every process in it;
+                # unshare exits once the kernel has reaped them all.
+                os.kill(self.pid1, signal.SIGKILL)
+            elif self.cgroup.exists():
+                # PID 1 unknown: kill the whole group, unshare included.
+                _kill_cgroup(self.cgroup)
+            if self.proc is not None:
+                try:
+                    self.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    problems.append("unshare did not exit after its namespace was killed")
+            # Only now: cgroup.kill also kills unshare, which would orphan a
+            # PID 1 that is still busy killing its namespace.
+            if self.cgroup.exists() and _cgroup_populated(self.cgroup):
+                _kill_cgroup(self.cgroup)
+            if self.proc is not None and self.proc.poll() is None:
+                self.proc.wait(timeout=5)
+            if self.cgroup.exists() and not _remove_cgroup(self.cgroup, wait=5.0):
+                problems.append(f"could not remove cgroup {self.cgroup}")
+        finally:
+            if self.logs is not None:
+                self.logs.close()
+            self.finished = time.time()
+        problems += self._leftovers()
+        return problems
+
+    def _leftovers(self) -> list[str]:
+        found: list[str] = []
+        mounts = subprocess.run(["findmnt", "-rn", "-o", "TARGET"], capture_output=True, text=True).stdout
+        found += [f"leftover mount {m}" for m in mounts.splitlines()
+                  if m.startswith(str(self.scratch))]  # fmt: skip
+        overlays = subprocess.run(
+            ["findmnt", "-rn", "-t", "overlay", "-o", "TARGET,OPTIONS"],
+            capture_output=True, text=True,
+        ).stdout  # fmt: skip
+        found += [f"leftover overlay {m}" for m in overlays.splitlines()
+                  if str(self.scratch) in m]  # fmt: skip
+        if self.pid1 is not None and Path(f"/proc/{self.pid1}").exists():
+            if _in_cgroup(self.pid1, self.cgroup):
+                found.append(f"guest PID 1 ({self.pid1}) still running")
+        return found
+
+
+def host_leftovers(owner: int | None = None) -> list[str]:
+    """What guests started by process `owner` (default: this one) left on the host.
+
+    Looks for overlay mounts of the harness, processes still in a guest's
+    cgroup and guest cgroups that were not removed.  Scoped to one owner so
+    that boots running concurrently in other test processes do not count.
+    """
+    owner = os.getpid() if owner is None else owner
+    prefix = f"{CGROUP_PREFIX}{owner}-"
+    found: list[str] = []
+    overlays = subprocess.run(
+        # findmnt exits 1 when it finds nothing
+        ["findmnt", "-rn", "-t", "overlay", "-o", "TARGET,OPTIONS"],
+        capture_output=True, text=True, check=False,
+    ).stdout  # fmt: skip
+    found += [f"overlay mount: {m}" for m in overlays.splitlines() if "/root/upper" in m]
+    for group in _cgroup2_dir().glob(prefix + "*"):
+        found.append(f"cgroup: {group}")
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cgroup = (proc / "cgroup").read_text()
+            comm = (proc / "comm").read_text().strip()
+        except OSError:
+            continue
+        if f"/{prefix}" in cgroup:
+            found.append(f"process {proc.name} ({comm}) of a guest")
+    return found
+
+
+def _in_cgroup(pid: int, group: Path) -> bool:
+    """Is `pid` inside `group` (or below it)?  Guards every kill by pid."""
+    try:
+        text = Path(f"/proc/{pid}/cgroup").read_text()
+    except OSError:
+        return False
+    for line in text.splitlines():
+        if line.startswith("0::"):
+            # Seen from our cgroup namespace; the group's name is unique.
+            return f"/{group.name}" in line[3:] + "/"
+    return False
+
+
+def _cgroup_populated(group: Path) -> bool:
+    try:
+        return "populated 1" in (group / "cgroup.events").read_text()
+    except OSError:
+        return False
+
+
+def _kill_cgroup(group: Path) -> None:
+    kill = group / "cgroup.kill"
+    if kill.exists():  # Linux >= 5.14
+        kill.write_text("1")
+        return
+    for procs in group.rglob("cgroup.procs"):  # older kernels: pid by pid
+        for pid in procs.read_text().split():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _remove_cgroup(group: Path, wait: float) -> bool:
+    """rmdir the group and the sub-groups the guest's systemd made, leaves first.
+
+    Killed processes leave their groups asynchronously: retry until `wait`.
+    """
+    deadline = time.monotonic() + wait
+    while group.exists():
+        dirs = sorted(
+            (d for d in group.rglob("*") if d.is_dir()),
+            key=lambda d: len(d.parts),
+            reverse=True,
+        )
+        try:
+            for d in [*dirs, group]:
+                d.rmdir()
+            return True
+        except FileNotFoundError:
+            continue
+        except OSError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(POLL_SECONDS)
+    return True
+
+
+# --------------------------------------------------------------------------
+# Results and failure messages
+# --------------------------------------------------------------------------
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _collect(guest: _Guest, results: Path, scratch: Path) -> BootResult:
+    console = _read(guest.console_log).replace("\r\n", "\n")
+    journal = _read(results / "journal.txt") or guest.journal_fallback
+    rc_text = _read(results / "driver.rc").strip()
+    start_text = _read(results / ".driver-start").strip()
+    boot_seconds = float(start_text) - guest.started if start_text else float("nan")
+    return BootResult(
+        results_dir=results,
+        journal=journal,
+        console=console,
+        kmsg=_read(guest.kmsg_log),
+        driver_log=_read(results / "driver.log"),
+        driver_rc=int(rc_text) if rc_text else None,
+        boot_seconds=boot_seconds,
+        total_seconds=guest.finished - guest.started,
+        scratch=scratch,
+    )
+
+
+def _tail(text: str, lines: int = TAIL_LINES) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _early_console(console: str) -> str:
+    """Console lines up to the first one journald forwarded ("[  1.23] ...")."""
+    early = itertools.takewhile(lambda line: not line.startswith("["), console.splitlines())
+    return _tail("\n".join(early))
+
+
+def _failure_message(reason: str, result: BootResult, guest: _Guest) -> str:
+    parts = [f"boot failed: {reason}"]
+    unshare = "\n".join(
+        line
+        for line in _read(guest.unshare_log).splitlines()
+        # unshare 2.38 tries to re-raise its child's SIGKILL and complains;
+        # that is our teardown, not a problem.
+        if "sigprocmask unblock failed" not in line
+    ).strip()
+    if unshare:
+        parts.append(f"--- unshare / inner.sh output ---\n{_tail(unshare)}")
+    if result.driver_log:
+        parts.append(f"--- driver.log (tail) ---\n{_tail(result.driver_log)}")
+    if result.kmsg:
+        parts.append(f"--- guest /dev/kmsg (tail) ---\n{_tail(result.kmsg)}")
+    if result.journal:
+        # PID 1 logs to the console until journald runs ("generator failed"
+        # for one is only there).
+        parts.append(f"--- guest console before journald ---\n{_early_console(result.console)}")
+        parts.append(f"--- guest journal (tail) ---\n{_tail(result.journal)}")
+    else:
+        parts.append(f"--- guest console (tail) ---\n{_tail(result.console)}")
+    parts.append(f"(all logs: {guest.scratch})")
+    return "\n".join(parts)

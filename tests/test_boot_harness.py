@@ -1,0 +1,144 @@
+"""Tests of the boot harness itself (tests/boot.py), with trivial units only."""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+from boot import BootError, boot, host_leftovers
+
+pytestmark = pytest.mark.boot
+
+
+def test_trivial_boot_returns_results_and_leaves_nothing(tmp_path: Path) -> None:
+    result = boot(
+        tmp_path,
+        driver="#!/bin/bash\nset -eu\necho hello from $(hostname) > /results/hello\n",
+    )
+
+    assert result.read("hello").startswith("hello from ")
+    assert result.driver_rc == 0
+    assert 0 < result.boot_seconds < 5, result.boot_seconds
+    assert "Reached target boot-test.target" in result.journal
+    assert "running in system mode" in result.console  # PID 1's own early log
+    # Nothing of the guest survives on the host: no mount, no process, no cgroup.
+    assert host_leftovers() == []
+    overlays = subprocess.run(
+        # findmnt exits 1 when it finds nothing
+        ["findmnt", "-rn", "-t", "overlay", "-o", "TARGET,OPTIONS"],
+        capture_output=True, text=True, check=False,
+    ).stdout  # fmt: skip
+    assert str(tmp_path) not in overlays
+    ps = subprocess.run(["ps", "-eo", "pid=,comm="], capture_output=True, text=True, check=True).stdout
+    ours = f"portreserve-boot-{os.getpid()}-"
+    for line in ps.splitlines():
+        pid, comm = line.split(None, 1)
+        if comm.strip() != "systemd" or pid == "1":
+            continue
+        # Another test process may be booting its own guest right now: only
+        # a systemd in a cgroup of this process's guests is a leftover.
+        try:
+            cgroup = Path(f"/proc/{pid}/cgroup").read_text()
+        except OSError:
+            continue
+        assert ours not in cgroup, f"leftover guest systemd {pid}"
+
+
+def test_failing_driver_raises_with_journal_tail(tmp_path: Path) -> None:
+    with pytest.raises(BootError) as excinfo:
+        boot(tmp_path, driver="#!/bin/bash\necho marker-7d3f >&2\nexit 1\n")
+
+    message = str(excinfo.value)
+    assert "driver exited with 1" in message
+    assert "guest journal" in message
+    assert "marker-7d3f" in message  # the driver's output, via driver.log and journal
+    assert "systemd[1]:" in message  # proof that it is the guest's journal
+    assert host_leftovers() == []
+
+
+def test_files_land_and_guest_has_own_network(tmp_path: Path) -> None:
+    # Hold 631 on the host while the guest binds it too: only works with a
+    # network namespace of its own.
+    host_sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        host_sock.bind(("0.0.0.0", 631))
+        host_sock.listen()
+        host_holds = True
+    except OSError as e:
+        assert e.errno == errno.EADDRINUSE  # something on the host has it; fine too
+        host_holds = False
+    holder = (
+        "[Unit]\nDescription=test port holder\n"
+        "[Service]\n"
+        "ExecStart=/usr/bin/python3 -c 'import socket, time; "
+        's = socket.socket(); s.bind(("0.0.0.0", 631)); s.listen(); time.sleep(600)\'\n'
+    )
+    driver = """#!/bin/bash
+set -u
+systemctl is-active holder.service > /results/state
+for _ in $(seq 100); do
+    if python3 -c 'import socket; socket.create_connection(("127.0.0.1", 631), 1)' 2>/dev/null; then
+        echo connected > /results/port; exit 0
+    fi
+    sleep 0.05
+done
+echo "nobody listens on 631"; exit 1
+"""
+    try:
+        result = boot(
+            tmp_path,
+            files={"/etc/systemd/system/holder.service": holder},
+            symlinks={
+                "/etc/systemd/system/boot-test.target.wants/holder.service":
+                    "/etc/systemd/system/holder.service",
+            },
+            driver=driver,
+        )  # fmt: skip
+        if host_holds:
+            # The host's socket is untouched: still bound and listening here.
+            with socket.create_connection(("127.0.0.1", 631), timeout=1):
+                pass
+    finally:
+        host_sock.close()
+
+    assert result.read("state").strip() == "active"
+    assert result.read("port").strip() == "connected"
+
+
+def test_generator_in_etc_runs_at_boot(tmp_path: Path) -> None:
+    generator = """#!/bin/sh
+# systemd passes normal, early and late output directories.
+set -e
+cat > "$1/from-generator.service" <<EOF
+[Unit]
+Description=unit written by a test generator
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/sh -c 'echo generated > /results/generated'
+EOF
+mkdir -p "$1/boot-test.target.wants"
+ln -s ../from-generator.service "$1/boot-test.target.wants/from-generator.service"
+echo "<6>test-generator: wrote from-generator.service" > /dev/kmsg
+"""
+    driver = """#!/bin/bash
+set -eu
+systemctl show -p LoadState -p ActiveState -p FragmentPath from-generator.service > /results/show
+"""
+    result = boot(
+        tmp_path,
+        files={"/etc/systemd/system-generators/test-generator": (generator, 0o755)},
+        driver=driver,
+    )
+
+    show = dict(line.split("=", 1) for line in result.read("show").splitlines())
+    assert show["LoadState"] == "loaded"
+    assert show["ActiveState"] == "active"
+    assert show["FragmentPath"] == "/run/systemd/generator/from-generator.service"
+    assert result.read("generated").strip() == "generated"
+    # Generators log to /dev/kmsg (systemd.generator(7)); the harness keeps it.
+    assert "test-generator: wrote from-generator.service" in result.kmsg
