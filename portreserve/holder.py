@@ -125,6 +125,10 @@ class Holder:
 
     def _on_traffic(self, entry: Held) -> None:
         sock = entry.sock
+        if sock.fileno() < 0:
+            # Released (closed) by a request handled earlier in the same
+            # select() round: its event is stale.
+            return
         for _ in range(64):  # bounded: never starve the control socket
             try:
                 if entry.listening:

@@ -20,7 +20,14 @@ def listen_fds_with_names() -> dict[int, str]:
         return {}
     from systemd import daemon
 
+    # libsystemd (252) splits $LISTEN_FDNAMES as a word list and drops every
+    # backslash, turning the escaped owner name my\x2dsvc into myx2dsvc.
+    # systemd joins the names with ':' verbatim: take them from the raw value.
+    raw = os.environ.get("LISTEN_FDNAMES")
     fds: dict[int, str] = daemon.listen_fds_with_names(unset_environment=True)
+    names = raw.split(":") if raw is not None else []
+    if fds and len(names) == len(fds):
+        fds = {fd: names[i] for i, fd in enumerate(sorted(fds))}
     return fds
 
 
