@@ -47,9 +47,9 @@ uninstall:
 	rm -rf $(DESTDIR)$(PYTHONDIR)/portreserve
 	rm -f $(DESTDIR)$(SBINDIR)/portreserve $(DESTDIR)$(SBINDIR)/portrelease \
 		$(DESTDIR)$(SYSTEMDDIR)/system-generators/portreserve-generator \
-		$(DESTDIR)$(SYSTEMDDIR)/user-generators/portreserve-generator \
-		$(DESTDIR)$(SYSTEMDDIR)/system/portreserve.service $(DESTDIR)$(SYSTEMDDIR)/system/portreserve.socket \
-		$(DESTDIR)$(SYSTEMDDIR)/user/portreserve.service $(DESTDIR)$(SYSTEMDDIR)/user/portreserve.socket
+		$(DESTDIR)$(SYSTEMDDIR)/user-generators/portreserve-generator
+	for unit in units/system/*; do rm -f $(DESTDIR)$(SYSTEMDDIR)/system/$${unit##*/}; done
+	for unit in units/user/*; do rm -f $(DESTDIR)$(SYSTEMDDIR)/user/$${unit##*/}; done
 	rm -rf $(DESTDIR)$(DOCDIR)
 
 $(VENV)/.done: setup.cfg pyproject.toml

@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import select
+import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__, paths, sd
+from . import __version__, paths, sd, systemd_units, units
 from .config import SERVICES_FILE, load_config, load_services
 
 log = logging.getLogger("portreserve")
@@ -63,6 +66,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "reload",
         parents=[scope],
         help="after adding files: daemon-reload, reserve the new names, let the holder adopt them",
+    )
+    sub.add_parser(
+        "step-aside",
+        parents=[scope],
+        help="(used by portreserve-step-aside.service) let a running holder make way for new sockets",
     )
     args = parser.parse_args(argv)
     if args.user is None:
@@ -126,19 +134,80 @@ def run_holder(args: argparse.Namespace) -> int:
         status = daemonize()
         if status is not None:
             os._exit(status)  # the child owns the sockets now
+    pidfile = (args.socket.parent if args.socket else paths.control_socket(args.user).parent) / "holder.pid"
+    write_pidfile(pidfile)
     sd.notify("READY=1")
     holder.notify_status()
     try:
         holder.run()
     except holder_mod.Shutdown as e:
         log.info("stopping on %s", e)
+    else:
+        if managed:
+            # Holding nothing: take the control socket down too, so that a later
+            # portrelease finds nothing to talk to instead of starting us again
+            # for nothing (and again, until the start limit fails the units).
+            # Starting portreserve.service brings it back (Wants=).
+            systemd_units.systemctl(args.user, "stop", "--no-block", units.CONTROL_UNIT)
     finally:
         holder.close()
+        remove(pidfile)
         if not managed and holder.control is not None:
-            try:
-                (args.socket or paths.control_socket(args.user)).unlink()
-            except OSError:
-                pass
+            remove(args.socket or paths.control_socket(args.user))
+    return 0
+
+
+def write_pidfile(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(f"{os.getpid()}\n")
+        tmp.replace(path)
+    except OSError as e:
+        log.warning("cannot write %s: %s", path, e)
+
+
+def remove(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
+
+
+def is_holder(pid: int) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return any(arg.endswith(b"portreserve") for arg in cmdline[:3]) and b"hold" in cmdline
+
+
+def run_step_aside(args: argparse.Namespace) -> int:
+    """Make a running holder exit so that new socket units can start (systemd
+    refuses while their service runs), then have it started again after them."""
+    pidfile = paths.holder_pidfile(args.user)
+    try:
+        pid = int(pidfile.read_text())
+    except (OSError, ValueError):
+        return 0
+    if not is_holder(pid):
+        remove(pidfile)  # stale: the holder was killed
+        return 0
+    try:
+        pidfd = os.pidfd_open(pid)
+        os.kill(pid, signal.SIGTERM)  # exits 0: not a stop job, nothing propagates
+    except ProcessLookupError:
+        return 0
+    select.select([pidfd], [], [], 10)
+    os.close(pidfd)
+    # Wait until systemd has seen it go: the sockets' start jobs run next.
+    for _ in range(200):
+        state = systemd_units.show(args.user, [units.HOLDER_UNIT], ["ActiveState"])
+        if state.get(units.HOLDER_UNIT, {}).get("ActiveState") not in ("active", "deactivating", "reloading"):
+            break
+        time.sleep(0.01)
+    # Queued now, this start job waits for the new sockets (it is ordered after them).
+    systemd_units.systemctl(args.user, "start", "--no-block", units.HOLDER_UNIT)
     return 0
 
 
@@ -148,6 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .status import run_status
 
         return run_status(args)
+    if args.command == "step-aside":
+        return run_step_aside(args)
     if args.command == "reload":
         from .status import run_reload
 

@@ -44,3 +44,8 @@ def control_socket(user: bool) -> Path:
 
 def generator_dir(user: bool) -> Path:
     return user_runtime_dir() / "systemd" / "generator" if user else SYSTEM_GENERATOR_DIR
+
+
+def holder_pidfile(user: bool) -> Path:
+    """Written by a running holder; portreserve-step-aside.service checks for it."""
+    return control_socket(user).parent / "holder.pid"

@@ -13,6 +13,7 @@ from . import net, paths, protocol, systemd_units, units
 from .config import Port
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+ACTIVE_STATES = ("active", "activating", "reloading", "deactivating")
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -44,7 +45,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--holder-only", action="store_true", help="only tell the holder to drop its copies (used by the units)"
     )
+    parser.add_argument(
+        "--escaped", action="store_true", help="the names are escaped as in unit names (systemd-escape, %%i)"
+    )
     args = parser.parse_args(argv)
+    if args.escaped:
+        args.names = [units.unescape(n) for n in args.names]
     if args.user is None:
         args.user = os.geteuid() != 0
     if args.timeout <= 0:
@@ -108,28 +114,37 @@ class Release:
         return self.wait(ports)
 
     def under_systemd(self, groups: dict[str, Path]) -> int:
-        to_stop: list[str] = []
-        ports: dict[Port, str] = {}
+        chosen: dict[str, list[str]] = {}  # group unit -> its socket units
         for name in self.args.names:
             if name == protocol.ALL:
-                chosen = groups
+                found = list(groups)
             else:
                 unit = units.group_unit(name)
-                chosen = {unit: groups[unit]} if unit in groups else {}
-            if not chosen:
+                found = [unit] if unit in groups else []
+            if not found:
                 self.say(f"{name}: nothing reserved")
-            for unit, path in chosen.items():
-                sockets = systemd_units.sockets_of_group(path)
-                to_stop += [unit, *sockets]
-                for port in systemd_units.ports_of(sockets):
-                    ports.setdefault(port, units.name_of_group_unit(unit) or name)
-        if to_stop:
-            # One call, explicit units: systemctl waits for every job it queued
-            # (stop propagation through PartOf= would not be waited for).  The
-            # group's ExecStop= makes the holder drop its copies first.
-            result = systemd_units.systemctl(self.user, "stop", "--", *dict.fromkeys(to_stop))
-            if result.returncode != 0:
-                return self.fail(f"systemctl stop failed: {result.stderr.strip()}")
+            for unit in found:
+                chosen[unit] = systemd_units.sockets_of_group(groups[unit])
+        every = list(dict.fromkeys([*chosen, *(s for socks in chosen.values() for s in socks)]))
+        # Act only on what is active: a port whose reservation was released
+        # earlier may be in use by its service right now, and that is no reason
+        # to wait.
+        shown = systemd_units.show(self.user, every, ["ActiveState"])
+        active = [u for u in every if shown.get(u, {}).get("ActiveState") in ACTIVE_STATES]
+        ports: dict[Port, str] = {}
+        for group, sockets in chosen.items():
+            name = units.name_of_group_unit(group) or group
+            for port in systemd_units.ports_of(s for s in sockets if s in active):
+                ports.setdefault(port, name)
+        if not active:
+            self.say("nothing reserved any more")
+            return EXIT_OK
+        # One call, explicit units: systemctl waits for every job it queued
+        # (stop propagation through PartOf= alone would not be waited for).
+        # The groups' ExecStop= make the holder drop its copies.
+        result = systemd_units.systemctl(self.user, "stop", "--", *active)
+        if result.returncode != 0:
+            return self.fail(f"systemctl stop failed: {result.stderr.strip()}")
         return self.wait(ports)
 
     def wait(self, ports: dict[Port, str]) -> int:

@@ -6,7 +6,6 @@ import argparse
 import dataclasses
 import json
 import sys
-import time
 
 from . import net, paths, protocol, systemd_units, units
 from .config import Port, load_config, load_services
@@ -105,8 +104,9 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_reload(args: argparse.Namespace) -> int:
-    """daemon-reload, start the reservations that were never active since boot
-    (released ones stay released), and restart the holder so it adopts them."""
+    """daemon-reload, then start the reservations that were never active since
+    boot; released ones stay released.  (portreserve-step-aside.service makes a
+    running holder make way and come back with the new sockets.)"""
     result = systemd_units.systemctl(args.user, "daemon-reload")
     if result.returncode != 0:
         print(f"portreserve: daemon-reload failed: {result.stderr.strip()}", file=sys.stderr)
@@ -116,20 +116,10 @@ def run_reload(args: argparse.Namespace) -> int:
     new = [g for g in groups if shown.get(g, {}).get("ActiveEnterTimestampMonotonic", "0") == "0"]
     if not new:
         return 0
-    result = systemd_units.systemctl(args.user, "start", "--", *new)
+    # The groups with their sockets, in one call: systemctl waits for them all.
+    sockets = [s for g in new for s in systemd_units.sockets_of_group(paths.generator_dir(args.user) / g)]
+    result = systemd_units.systemctl(args.user, "start", "--", *new, *sockets)
     if result.returncode != 0:
         print(f"portreserve: starting {' '.join(new)} failed: {result.stderr.strip()}", file=sys.stderr)
-    # A running holder only gets fds when it starts: let it go (SIGTERM makes it
-    # exit 0, which, unlike a restart job, does not propagate to units that
-    # Require= it) and start it again with every active socket.
-    holder = systemd_units.show(args.user, [units.HOLDER_UNIT], ["ActiveState"])
-    if holder.get(units.HOLDER_UNIT, {}).get("ActiveState") == "active":
-        systemd_units.systemctl(args.user, "kill", "--kill-who=main", "--signal=SIGTERM", units.HOLDER_UNIT)
-        for _ in range(100):
-            state = systemd_units.show(args.user, [units.HOLDER_UNIT], ["ActiveState"])
-            if state.get(units.HOLDER_UNIT, {}).get("ActiveState") != "active":
-                break
-            time.sleep(0.05)
-        systemd_units.systemctl(args.user, "start", units.HOLDER_UNIT)
     print("reserved " + " ".join(units.name_of_group_unit(g) or g for g in new))
     return 0 if result.returncode == 0 else 1

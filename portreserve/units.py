@@ -11,6 +11,10 @@ from .config import Port, Proto, Reservation
 GENERATOR = "portreserve-generator"
 HOLDER_UNIT = "portreserve.service"
 CONTROL_UNIT = "portreserve.socket"
+# systemd refuses to start a socket whose service is running, and a running
+# holder could not receive the new fd anyway: this unit makes it step aside
+# first.  Its ConditionPathExists= keeps it from running (at no cost) at boot.
+STEP_ASIDE_UNIT = "portreserve-step-aside.service"
 SOCKET_PREFIX = "portreserve-"
 GROUP_PREFIX = "portreserve@"
 
@@ -127,6 +131,7 @@ def render_socket_unit(port: Port, owners: Sequence[Reservation], scope: Scope) 
         "DefaultDependencies=no\n"
         "Conflicts=shutdown.target\n"
         f"Before=shutdown.target {' '.join(scope.before)}\n"
+        f"After={STEP_ASIDE_UNIT}\n"
         f"PartOf={part_of}\n"
         "\n[Socket]\n"
         f"{listen}={port.number}\n"
@@ -140,7 +145,7 @@ def render_socket_unit(port: Port, owners: Sequence[Reservation], scope: Scope) 
 
 def render_group_unit(reservation: Reservation, scope: Scope) -> str:
     sockets = [socket_unit(p) for p in reservation.ports]
-    wants = " ".join([*sockets, HOLDER_UNIT] if sockets else [])
+    wants = " ".join([*sockets, HOLDER_UNIT, STEP_ASIDE_UNIT] if sockets else [])
     lines = [
         HEADER,
         "[Unit]",
@@ -164,7 +169,9 @@ def render_group_unit(reservation: Reservation, scope: Scope) -> str:
         "RemainAfterExit=yes",
         # Stopping this unit stops the sockets (PartOf=), and systemd closes its
         # copies; the holder must drop its own copies too, or the ports stay bound.
-        f"ExecStop=-{scope.portrelease} --holder-only{' --user' if scope.user else ''} -- %I",
+        # %i: the escaped instance name, which systemd 252 passes verbatim
+        # (measured); --escaped undoes the escaping.
+        f"ExecStop=-{scope.portrelease} --holder-only --escaped{' --user' if scope.user else ''} -- %i",
         "TimeoutStopSec=30s",
     ]
     return "\n".join(lines) + "\n"

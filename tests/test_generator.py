@@ -103,6 +103,7 @@ def test_shared_port_is_one_socket_part_of_both_names(tmp_path: Path) -> None:
         "portreserve-631-tcp.socket",
         "portreserve-631-udp.socket",
         "portreserve.service",
+        "portreserve-step-aside.service",
     ]
 
 
