@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__, paths, sd, systemd_units, units
-from .config import SERVICES_FILE, load_config, load_services
+from .config import SERVICES_FILE, load_config, load_services, unprivileged_port_start
 
 log = logging.getLogger("portreserve")
 
@@ -119,7 +119,8 @@ def run_holder(args: argparse.Namespace) -> int:
             holder = holder_mod.holder_from_systemd(fds)
         else:
             dirs = args.config_dir or paths.config_dirs(args.user)
-            config = load_config(dirs, load_services(args.services))
+            lowest = unprivileged_port_start() if args.user and os.geteuid() != 0 else 1
+            config = load_config(dirs, load_services(args.services), lowest)
             for error in config.errors:
                 log.warning("%s", error)
             holder = holder_mod.holder_standalone(config, args.socket or paths.control_socket(args.user))

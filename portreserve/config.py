@@ -144,7 +144,18 @@ def parse_entry(entry: str, services: Services) -> tuple[list[Port], str | None]
     return [Port(defined[p], p) for p in protos if p in defined], None
 
 
-def parse_file(path: Path, data: bytes, services: Services) -> tuple[list[Port], list[ConfigError]]:
+UNPRIVILEGED_PORT_START = Path("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+
+
+def unprivileged_port_start() -> int:
+    """The lowest port an unprivileged process (a user manager) may bind."""
+    try:
+        return int(UNPRIVILEGED_PORT_START.read_text())
+    except (OSError, ValueError):
+        return 1024
+
+
+def parse_file(path: Path, data: bytes, services: Services, lowest: int = 1) -> tuple[list[Port], list[ConfigError]]:
     ports: list[Port] = []
     errors: list[ConfigError] = []
     for lineno, raw in enumerate(data.split(b"\n"), start=1):
@@ -161,6 +172,11 @@ def parse_file(path: Path, data: bytes, services: Services) -> tuple[list[Port],
             errors.append(ConfigError(path, lineno, f"expected one entry per line, got '{line}'"))
             continue
         found, message = parse_entry(line, services)
+        if not message and any(p.number < lowest for p in found):
+            found, message = (
+                [],
+                (f"'{line}' is below net.ipv4.ip_unprivileged_port_start ({lowest}): a user manager cannot bind it"),
+            )
         if message:
             errors.append(ConfigError(path, lineno, message + ", ignoring line"))
         for port in found:
@@ -215,7 +231,9 @@ def read_regular_file(path: Path) -> bytes:
         os.close(fd)
 
 
-def load_config(dirs: Iterable[Path] = SYSTEM_CONFIG_DIRS, services: Services | None = None) -> Config:
+def load_config(dirs: Iterable[Path] = SYSTEM_CONFIG_DIRS, services: Services | None = None, lowest: int = 1) -> Config:
+    """Every reservation in dirs; lowest: the lowest port that may be reserved
+    (for a user manager, net.ipv4.ip_unprivileged_port_start)."""
     files, errors = config_files(dirs)
     config = Config(errors=errors)
     if services is None:
@@ -229,7 +247,7 @@ def load_config(dirs: Iterable[Path] = SYSTEM_CONFIG_DIRS, services: Services | 
         except OSError as e:
             config.errors.append(ConfigError(path, None, f"cannot read: {e.strerror}, ignoring"))
             continue
-        ports, line_errors = parse_file(path, data, services)
+        ports, line_errors = parse_file(path, data, services, lowest)
         config.errors.extend(line_errors)
         config.reservations.append(Reservation(name, tuple(ports), path))
     return config

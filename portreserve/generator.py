@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import units
-from .config import Config, Services, load_config, load_services
+from .config import Config, Services, load_config, load_services, unprivileged_port_start
 from .paths import config_dirs
 
 Log = Callable[[int, str], None]
@@ -101,7 +101,9 @@ def run(
     log: Log,
     out: Callable[[str], None] = print,
 ) -> int:
-    config = load_config(dirs, services)
+    # A user manager cannot bind privileged ports (root's own manager can).
+    lowest = unprivileged_port_start() if scope.user and os.geteuid() != 0 else 1
+    config = load_config(dirs, services, lowest)
     for error in config.errors:
         log(LOG_WARNING, str(error))
     files, links = generate(config, scope, log)
