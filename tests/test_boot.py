@@ -472,3 +472,73 @@ def test_s11_a_port_taken_at_boot_fails_only_its_unit(bad: BootResult, check: st
 )
 def test_s10_daemon_reload_and_new_reservations(bad: BootResult, check: str) -> None:
     assert_check(bad, check)
+
+
+# -- boot 3: user mode, a user manager (user@UID.service) ---------------------
+
+USER_FILES: dict[str, str | bytes | tuple[str | bytes, int]] = {
+    "/usr/local/bin/portcheck": (PORTCHECK, 0o755),
+    "/etc/xdg/portreserve/site": "9000/tcp\n",  # a site default
+    "/etc/xdg/portreserve/dev": "7000/tcp\n",  # overridden by the user's own file
+    "/etc/skel/.config/portreserve/dev": "8080/tcp\n5173\n631/tcp\n",
+    "/etc/skel/.config/systemd/user/web.service": consumer(
+        "a developer's web server",
+        """
+        [Service]
+        Type=notify
+        NotifyAccess=all
+        ExecStartPre=/usr/sbin/portrelease dev
+        ExecStart=/usr/local/bin/portcheck serve 8080/tcp 5173/tcp 5173/udp
+        """,
+    ),
+}
+
+USER_DRIVER = (
+    DRIVER_PRELUDE
+    + r"""
+useradd --create-home --shell /bin/bash tester
+uid=$(id -u tester)
+systemctl start "user@$uid.service"
+as_user() { runuser -u tester -- env XDG_RUNTIME_DIR=/run/user/$(id -u tester) "$@"; }
+export -f as_user
+check u_manager systemctl is-active "user@$uid.service"
+check u_held eventually portcheck bound 8080/tcp 5173/tcp 5173/udp 9000/tcp
+check u_not_held portcheck free 7000/tcp
+check u_holder bash -c 'as_user systemctl --user is-active portreserve.service'
+check u_privileged_message bash -c 'journalctl -b --no-pager -o cat | grep -F \
+    "/home/tester/.config/portreserve/dev:3: '"'"'631/tcp'"'"' is below net.ipv4.ip_unprivileged_port_start"'
+check u_status bash -c 'as_user portreserve status | tee /dev/stderr | grep -x "Scope: user (systemd)"'
+check u_consumer bash -c 'as_user systemctl --user start web.service && as_user systemctl --user is-active web.service'
+check u_consumer_ports portcheck bound 8080/tcp 5173/tcp 5173/udp
+check u_others_held portcheck bound 9000/tcp
+check u_release_all bash -c 'as_user portrelease "*" && portcheck free 9000/tcp'
+check u_no_failed bash -c 'out=$(as_user systemctl --user --failed --no-legend --plain); echo "$out"; [ -z "$out" ]'
+check u_system_untouched bash -c '[ "$(systemctl show -P ActiveState portreserve.service)" = inactive ]'
+"""
+)
+
+
+@pytest.fixture(scope="module")
+def user_boot(destdir: Path, tmp_path_factory: pytest.TempPathFactory) -> BootResult:
+    return boot(tmp_path_factory.mktemp("user"), files=USER_FILES, install=destdir, driver=USER_DRIVER, timeout=120)
+
+
+@pytest.mark.parametrize(
+    "check",
+    [
+        "u_manager",
+        "u_held",
+        "u_not_held",
+        "u_holder",
+        "u_privileged_message",
+        "u_status",
+        "u_consumer",
+        "u_consumer_ports",
+        "u_others_held",
+        "u_release_all",
+        "u_no_failed",
+        "u_system_untouched",
+    ],
+)
+def test_user_mode_reservations_under_a_user_manager(user_boot: BootResult, check: str) -> None:
+    assert_check(user_boot, check)
