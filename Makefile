@@ -8,6 +8,7 @@ SBINDIR ?= $(PREFIX)/sbin
 SYSTEMDDIR ?= $(PREFIX)/lib/systemd
 PYTHONDIR ?= $(PREFIX)/lib/python3/dist-packages
 DOCDIR ?= $(PREFIX)/share/doc/portreserve
+MANDIR ?= $(PREFIX)/share/man
 
 VENV ?= .venv
 
@@ -20,7 +21,7 @@ install:
 	install -d $(DESTDIR)$(PYTHONDIR)/portreserve $(DESTDIR)$(SBINDIR) \
 		$(DESTDIR)$(SYSTEMDDIR)/system-generators $(DESTDIR)$(SYSTEMDDIR)/user-generators \
 		$(DESTDIR)$(SYSTEMDDIR)/system $(DESTDIR)$(SYSTEMDDIR)/user \
-		$(DESTDIR)$(PREFIX)/lib/portreserve $(DESTDIR)$(DOCDIR)
+		$(DESTDIR)$(PREFIX)/lib/portreserve $(DESTDIR)$(DOCDIR) $(DESTDIR)$(MANDIR)/man8
 	install -m 0644 portreserve/*.py $(DESTDIR)$(PYTHONDIR)/portreserve/
 	for prog in portreserve:cli portrelease:release; do \
 		name=$${prog%%:*}; module=$${prog##*:}; \
@@ -41,6 +42,7 @@ install:
 		chmod 0644 $(DESTDIR)$(SYSTEMDDIR)/user/$${unit##*/}; \
 	done
 	install -m 0644 README.md $(DESTDIR)$(DOCDIR)/
+	install -m 0644 man/portreserve.8 man/portrelease.8 $(DESTDIR)$(MANDIR)/man8/
 	$(PYTHON) -m compileall -q $(DESTDIR)$(PYTHONDIR)/portreserve || true
 
 uninstall:
@@ -51,6 +53,7 @@ uninstall:
 	for unit in units/system/*; do rm -f $(DESTDIR)$(SYSTEMDDIR)/system/$${unit##*/}; done
 	for unit in units/user/*; do rm -f $(DESTDIR)$(SYSTEMDDIR)/user/$${unit##*/}; done
 	rm -rf $(DESTDIR)$(DOCDIR)
+	rm -f $(DESTDIR)$(MANDIR)/man8/portreserve.8 $(DESTDIR)$(MANDIR)/man8/portrelease.8
 
 $(VENV)/.done: setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
@@ -68,7 +71,7 @@ test: venv
 	$(VENV)/bin/python -m pytest
 
 demo: venv
-	$(VENV)/bin/python -m tests.demo
+	$(VENV)/bin/python tests/demo.py
 
 bench: venv
 	$(VENV)/bin/python -m tests.bench
