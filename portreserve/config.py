@@ -12,7 +12,7 @@ import enum
 import os
 import re
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 SYSTEM_CONFIG_DIRS = (Path("/usr/lib/portreserve"), Path("/etc/portreserve"))
@@ -251,12 +251,3 @@ def load_config(dirs: Iterable[Path] = SYSTEM_CONFIG_DIRS, services: Services | 
         config.errors.extend(line_errors)
         config.reservations.append(Reservation(name, tuple(ports), path))
     return config
-
-
-def iter_ports(reservations: Iterable[Reservation]) -> Iterator[Port]:
-    seen: set[Port] = set()
-    for reservation in reservations:
-        for port in reservation.ports:
-            if port not in seen:
-                seen.add(port)
-                yield port

@@ -65,9 +65,8 @@ def is_listening(sock: socket.socket) -> bool:
 
 
 class Holder:
-    def __init__(self, managed: bool) -> None:
+    def __init__(self) -> None:
         self.control: socket.socket | None = None
-        self.managed = managed  # sockets came from systemd
         self.held: list[Held] = []
         self.selector = selectors.DefaultSelector()
 
@@ -95,13 +94,17 @@ class Holder:
         """Take the fds systemd passed; names are escaped owner lists."""
         for fd, name in sorted(fds.items()):
             sock = socket.socket(fileno=fd)
-            if sock.family == socket.AF_UNIX and sock.type == socket.SOCK_DGRAM and self.control is None:
+            if name == protocol.CONTROL_FDNAME or sock.family == socket.AF_UNIX:
+                if self.control is not None or sock.type != socket.SOCK_DGRAM:
+                    log.warning("ignoring fd %d (%s): not the control socket", fd, name)
+                    sock.close()
+                    continue
                 self.attach_control(sock)
                 continue
             port = port_of_socket(sock)
             if port is None:
                 log.warning("ignoring fd %d (%s): not a TCP or UDP socket", fd, name)
-                sock.detach()
+                sock.close()
                 continue
             self.hold(sock, port, units.owners_of_fdname(name))
 
@@ -274,14 +277,14 @@ def install_signal_handlers() -> None:
 
 def holder_from_systemd(fds: dict[int, str]) -> Holder:
     raise_fd_limit(len(fds))
-    holder = Holder(managed=True)
+    holder = Holder()
     holder.adopt(fds)
     return holder
 
 
 def holder_standalone(config: Config, control_path: Path) -> Holder:
     raise_fd_limit(len(config.owners()))
-    holder = Holder(managed=False)
+    holder = Holder()
     holder.attach_control(create_control_socket(control_path))
     holder.bind_all(config)
     return holder

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 
 
 def listen_fds_with_names() -> dict[int, str]:
@@ -53,9 +52,4 @@ def journal_handler(identifier: str) -> logging.Handler | None:
     return handler
 
 
-def booted() -> bool:
-    """sd_booted(3), without loading libsystemd."""
-    return os.path.isdir("/run/systemd/system")
-
-
-__all__ = ["booted", "journal_handler", "listen_fds_with_names", "notify", "socket"]
+__all__ = ["journal_handler", "listen_fds_with_names", "notify"]
