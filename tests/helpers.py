@@ -35,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -319,7 +319,7 @@ def udp_rx_queue(inode: int) -> int | None:
     return None
 
 
-def wait_until(predicate, timeout: float, interval: float = 0.01) -> bool:  # type: ignore[no-untyped-def]
+def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.01) -> bool:
     deadline = time.monotonic() + timeout
     while True:
         if predicate():
@@ -455,6 +455,11 @@ class Holder:
     def pid(self) -> int:
         return self.proc.pid
 
+    @property
+    def control_path(self) -> Path:
+        assert self.control is not None, "started without a control socket"
+        return self.control
+
     def stderr(self) -> str:
         return self.log.read_text(errors="replace")
 
@@ -473,8 +478,7 @@ class Holder:
             raise AssertionError(f"holder still running after {timeout} s\n{self.stderr()}") from None
 
     def ask(self, text: str | bytes, timeout: float = 5.0) -> str:
-        assert self.control is not None
-        return ask(self.control, text, timeout)
+        return ask(self.control_path, text, timeout)
 
 
 _SERIAL = itertools.count()
@@ -536,7 +540,9 @@ def start_holder(
 
     with open(log, "wb") as stderr:
         proc = subprocess.Popen(
-            [PYTHON, "-m", "portreserve", "hold", *args],
+            # --socket only keeps the holder's run-time files (a pidfile) in
+            # workdir; under systemd the control socket is the one passed.
+            [PYTHON, "-m", "portreserve", "hold", "--socket", str(workdir / "ctl"), *args],
             preexec_fn=preexec,
             close_fds=False,  # _move_fds put the sockets where the child expects them
             stdin=subprocess.DEVNULL,
@@ -554,9 +560,9 @@ PORTRELEASE = [PYTHON, "-c", "import sys; from portreserve.release import main; 
 PORTRESERVE = [PYTHON, "-m", "portreserve"]
 
 
-def run(argv: Sequence[str], timeout: float = 30.0, **kwargs) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+def run(argv: Sequence[str], timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        list(argv), capture_output=True, text=True, timeout=timeout, env=child_env(), stdin=subprocess.DEVNULL, **kwargs
+        list(argv), capture_output=True, text=True, timeout=timeout, env=child_env(), stdin=subprocess.DEVNULL
     )
 
 

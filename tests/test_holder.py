@@ -20,7 +20,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -29,6 +29,7 @@ from helpers import (
     PYTHON,
     ROOT,
     Client,
+    Holder,
     NotifyListener,
     Reaper,
     alive,
@@ -135,6 +136,7 @@ def test_real_systemd_socket_activate_starts_the_holder(reaper: Reaper, workdir:
                     "portreserve",
                     "hold",
                     "-d",
+                    f"--socket={workdir / 'ctl'}",
                 ],
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -186,6 +188,7 @@ def test_real_systemd_socket_activate_udp_and_control_socket(reaper: Reaper, wor
                     "portreserve",
                     "hold",
                     "-d",
+                    f"--socket={workdir / 'ctl'}",
                 ],
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -296,8 +299,12 @@ def test_datagrams_to_held_udp_port_are_drained(reaper: Reaper, workdir: Path) -
 # -- releasing ---------------------------------------------------------------------------
 
 
+# (holder, "P3/udp" -> "12345/udp", which of the five sockets the holder still has)
+FourNames = tuple[Holder, Callable[[str], str], Callable[[], set[str]]]
+
+
 @pytest.fixture
-def four_names(reaper: Reaper, workdir: Path):  # type: ignore[no-untyped-def]
+def four_names(reaper: Reaper, workdir: Path) -> FourNames:
     """a: P1/tcp P1/udp; b: P2/tcp; a and b: P3/udp; c: P4/tcp."""
     (p1, s1), (p2, s2), (p3, s3), (p4, s4) = systemd_sockets(4, ("tcp", "udp"))
     for extra in (s2["udp"], s3["tcp"], s4["udp"]):
@@ -325,7 +332,7 @@ def four_names(reaper: Reaper, workdir: Path):  # type: ignore[no-untyped-def]
     return holder, real, still_held
 
 
-def test_release_by_name_closes_exactly_that_names_sockets(four_names) -> None:  # type: ignore[no-untyped-def]
+def test_release_by_name_closes_exactly_that_names_sockets(four_names: FourNames) -> None:
     holder, real, still_held = four_names
 
     head, released = parse_reply(holder.ask("b"))
@@ -340,7 +347,7 @@ def test_release_by_name_closes_exactly_that_names_sockets(four_names) -> None: 
 
 
 @pytest.mark.parametrize("name", ["a", "b"])
-def test_port_of_two_names_is_released_by_either(four_names, name: str) -> None:  # type: ignore[no-untyped-def]
+def test_port_of_two_names_is_released_by_either(four_names: FourNames, name: str) -> None:
     holder, real, still_held = four_names
 
     _head, released = parse_reply(holder.ask(name))
@@ -350,13 +357,13 @@ def test_port_of_two_names_is_released_by_either(four_names, name: str) -> None:
     assert "P4/tcp" in still_held()
 
 
-def test_unknown_name_releases_nothing(four_names) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_name_releases_nothing(four_names: FourNames) -> None:
     holder, _real, still_held = four_names
     assert holder.ask("nosuchname") == "OK\n"
     assert still_held() == {"P1/tcp", "P1/udp", "P2/tcp", "P3/udp", "P4/tcp"}
 
 
-def test_release_all_then_exit_0(four_names) -> None:  # type: ignore[no-untyped-def]
+def test_release_all_then_exit_0(four_names: FourNames) -> None:
     holder, real, still_held = four_names
 
     head, released = parse_reply(holder.ask("*"))
@@ -367,11 +374,11 @@ def test_release_all_then_exit_0(four_names) -> None:  # type: ignore[no-untyped
     assert "STOPPING" in holder.notify.wait_for("STOPPING", "1")[1]
 
 
-def test_requests_queued_when_the_last_port_goes_are_all_answered(four_names) -> None:  # type: ignore[no-untyped-def]
+def test_requests_queued_when_the_last_port_goes_are_all_answered(four_names: FourNames) -> None:
     holder, real, _still_held = four_names
     os.kill(holder.pid, signal.SIGSTOP)
     try:
-        clients = [Client(holder.control) for _ in range(5)]
+        clients = [Client(holder.control_path) for _ in range(5)]
         for client, text in zip(clients, ["a", "b", "c", ".status", "a"], strict=True):
             client.send(text.encode())
     finally:
@@ -388,7 +395,7 @@ def test_requests_queued_when_the_last_port_goes_are_all_answered(four_names) ->
         client.sock.close()
 
 
-def test_traffic_arriving_with_the_release_of_its_socket_is_harmless(four_names) -> None:  # type: ignore[no-untyped-def]
+def test_traffic_arriving_with_the_release_of_its_socket_is_harmless(four_names: FourNames) -> None:
     """A datagram or connection that becomes ready in the same poll round as
     the request that releases its socket must not crash the holder."""
     holder, real, still_held = four_names
@@ -396,7 +403,7 @@ def test_traffic_arriving_with_the_release_of_its_socket_is_harmless(four_names)
     port_p2 = int(real("P2/tcp").split("/")[0])
     os.kill(holder.pid, signal.SIGSTOP)
     try:
-        client = Client(holder.control)
+        client = Client(holder.control_path)
         client.send(b"a")  # ready first: handled first, closes P1 and P3
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
             sender.sendto(b"late", ("127.0.0.1", port_p1))
@@ -431,11 +438,11 @@ BAD_REQUESTS = {
 
 
 @pytest.mark.parametrize("kind", list(BAD_REQUESTS))
-def test_bad_request_gets_err_and_holder_carries_on(four_names, kind: str) -> None:  # type: ignore[no-untyped-def]
+def test_bad_request_gets_err_and_holder_carries_on(four_names: FourNames, kind: str) -> None:
     holder, _real, still_held = four_names
     data, creds, expected = BAD_REQUESTS[kind]
 
-    with Client(holder.control) as client:
+    with Client(holder.control_path) as client:
         client.send(data, creds)
         reply = client.receive()
 
@@ -447,10 +454,10 @@ def test_bad_request_gets_err_and_holder_carries_on(four_names, kind: str) -> No
     assert head == "OK" and len(ports) == 1, "a valid request is still served"
 
 
-def test_own_uid_in_credentials_is_accepted(four_names) -> None:  # type: ignore[no-untyped-def]
+def test_own_uid_in_credentials_is_accepted(four_names: FourNames) -> None:
     # Control for the forged-uid case: the same datagram with honest credentials works.
     holder, real, _still_held = four_names
-    with Client(holder.control) as client:
+    with Client(holder.control_path) as client:
         client.send(b"c", (os.getpid(), os.geteuid(), os.getegid()))
         assert parse_reply(client.receive()) == ("OK", {real("P4/tcp"): []})
 
