@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Sequence
 
+from . import names
 from .config import Port, Proto, Reservation
+from .names import escape, fdname, group_unit, name_of_group_unit, owners_of_fdname, unescape
 
 GENERATOR = "portreserve-generator"
 HOLDER_UNIT = "portreserve.service"
@@ -15,8 +16,6 @@ CONTROL_UNIT = "portreserve.socket"
 # holder could not receive the new fd anyway: this unit makes it step aside
 # first.  Its ConditionPathExists= keeps it from running (at no cost) at boot.
 STEP_ASIDE_UNIT = "portreserve-step-aside.service"
-SOCKET_PREFIX = "portreserve-"
-GROUP_PREFIX = "portreserve@"
 
 # Units that call bindresvport() and may start before sockets.target: Debian's
 # rpcbind.service and rpc-statd.service have DefaultDependencies=no.  Ordering
@@ -36,62 +35,13 @@ UNIT_NAME_MAX = 255  # systemd's UNIT_NAME_MAX - 1 for the NUL
 FDNAME_MAX = 255
 
 
-def escape(name: str) -> str:
-    """Escape like ``systemd-escape``: anything outside [A-Za-z0-9:_.] and a
-    leading '.' become \\xNN per UTF-8 byte."""
-    out = []
-    for i, byte in enumerate(name.encode("utf-8", "surrogateescape")):
-        char = chr(byte)
-        if (char.isascii() and (char.isalnum() or char in ":_.")) and not (i == 0 and char == "."):
-            out.append(char)
-        else:
-            out.append(f"\\x{byte:02x}")
-    return "".join(out)
-
-
-_ESCAPED = re.compile(rb"\\x([0-9a-fA-F]{2})")
-
-
-def unescape(text: str) -> str:
-    raw = _ESCAPED.sub(lambda m: bytes([int(m[1], 16)]), text.encode("ascii", "surrogateescape"))
-    return raw.decode("utf-8", "surrogateescape")
-
-
 def socket_unit(port: Port) -> str:
-    return f"{SOCKET_PREFIX}{port.number}-{port.proto}.socket"
-
-
-_SOCKET_NAME = re.compile(r"portreserve-(\d+)-(tcp|udp)\.socket")
+    return names.socket_unit(port.number, port.proto)
 
 
 def port_of_socket_unit(unit: str) -> Port | None:
-    m = _SOCKET_NAME.fullmatch(unit)
-    return Port(int(m[1]), Proto(m[2])) if m else None
-
-
-def group_unit(name: str) -> str:
-    return f"{GROUP_PREFIX}{escape(name)}.service"
-
-
-def name_of_group_unit(unit: str) -> str | None:
-    if unit.startswith(GROUP_PREFIX) and unit.endswith(".service"):
-        return unescape(unit[len(GROUP_PREFIX) : -len(".service")])
-    return None
-
-
-def fdname_escape(name: str) -> str:
-    # FileDescriptorName= refuses ':' (the separator of $LISTEN_FDNAMES) and
-    # control characters; systemd-escape keeps ':', so escape it as well.
-    return escape(name).replace(":", "\\x3a")
-
-
-def fdname(owners: Sequence[str]) -> str:
-    """The owners of one socket, as the holder will see them in LISTEN_FDNAMES."""
-    return ",".join(fdname_escape(o) for o in owners)
-
-
-def owners_of_fdname(text: str) -> list[str]:
-    return [unescape(part) for part in text.split(",") if part]
+    found = names.port_of_socket_unit(unit)
+    return Port(found[0], Proto(found[1])) if found else None
 
 
 def systemd_quote(text: str) -> str:
@@ -175,3 +125,15 @@ def render_group_unit(reservation: Reservation, scope: Scope) -> str:
         "TimeoutStopSec=30s",
     ]
     return "\n".join(lines) + "\n"
+
+
+__all__ = [
+    "escape",
+    "fdname",
+    "group_unit",
+    "name_of_group_unit",
+    "owners_of_fdname",
+    "port_of_socket_unit",
+    "socket_unit",
+    "unescape",
+]
