@@ -16,30 +16,37 @@ Usage::
     )
     assert result.read("x") == "..."
 
-How it works (see docs/systemd-facts.md sections 6 and 8 for why):
+How it works (the shared "systemd facts" notes, sections 6 and 8, say why):
 
 * The host runs ``unshare --mount --pid --net --uts --ipc --cgroup --fork`` on a
-  generated ``inner.sh``.  Before that, the process is moved into a fresh
-  cgroup-v2 group ``portreserve-boot-<pid>-<n>``: the guest's cgroup namespace is
-  rooted there, the guest's systemd creates its slices below it, and teardown can
-  kill everything in it with ``cgroup.kill``.
+  generated ``inner.sh``, from inside a fresh cgroup-v2 group
+  ``portreserve-boot-<pytest pid>-...``: the guest's cgroup namespace is rooted
+  there, its systemd creates its slices below it, and nothing of the guest can
+  run outside it.
 * ``inner.sh`` builds the root: tmpfs + overlay with ``lowerdir=/`` (the guest can
   write anywhere; the host root is never modified), copies the DESTDIR tree and
-  the test's files in, gives the guest its own small /dev (nodev tmpfs with bind
-  mounts of a few safe nodes, a private devpts, a pty as /dev/console and a FIFO
-  as /dev/kmsg, both drained by the host), a read-only sysfs, its own cgroup2 mount, /proc with a read-only
-  /proc/sys (so systemd-sysctl & co cannot change the host kernel), binds the
-  results directory at /results, pivots into the root and execs systemd with a
-  reduced capability bounding set (no module loading, no clock setting, ...).
-* systemd boots ``boot-test.target`` (basic.target plus whatever the test asks
+  the test's files in, and gives the guest
+  - its own small /dev: a nodev tmpfs with a few safe nodes bound in, a private
+    devpts, a pty as /dev/console and a FIFO as /dev/kmsg (both drained by the
+    host into console.log / kmsg.log),
+  - a read-only sysfs and its own cgroup2 mount,
+  - /proc with /proc/sys read-only except /proc/sys/net (systemd-sysctl & co
+    cannot change the host kernel),
+  - the results directory at /results,
+  then pivots into the root and execs systemd with host-kernel capabilities
+  (modules, clock, raw I/O, ...) dropped from its bounding set.
+* systemd boots ``boot-test.target`` (basic.target plus what the test asks
   for); ``boot-driver.service`` is ordered after it and runs the test's driver
-  script through a wrapper that records the exit status, dumps the journal and
+  through a wrapper that records the exit status, dumps the journal and
   finally creates /results/done.
-* The host polls for /results/done, then kills the namespace's PID 1 (that ends
-  every process in the PID namespace; killing ``unshare`` would not) and the
-  cgroup, waits for ``unshare`` and removes the cgroup.  All mounts lived only in
-  the namespace's private mount namespace and vanish with it; teardown verifies
-  that no overlay mount and no process of the guest is left.
+* The host polls for /results/done, then SIGKILLs the namespace's PID 1 (that
+  ends every process in the PID namespace; killing ``unshare`` would not), waits
+  for ``unshare``, kills whatever is left in the cgroup and removes it.  The
+  mounts lived only in the namespace's mount namespace and vanish with it;
+  teardown checks that no mount, process or cgroup of the guest is left.
+* If the test process is SIGKILLed, death signals still end the guest
+  (pytest -> unshare via pdeathsig -> PID 1 via ``--kill-child``); the empty
+  cgroup is removed by the next boot().
 """
 
 from __future__ import annotations
@@ -167,8 +174,9 @@ def boot(
     files:        guest path -> content (str/bytes) or (content, mode).
     symlinks:     guest path -> link target.
     install:      a DESTDIR tree copied over the guest root first.
-    driver:       bash script run by boot-driver.service once boot-test.target
-                  is reached; it writes its findings to /results.
+    driver:       script (bash unless its #! says otherwise) run by
+                  boot-driver.service once boot-test.target is reached; it
+                  writes its findings to /results.
     driver_after: extra units the driver Wants= and is ordered After=.
     mask:         extra units to mask (on top of DEFAULT_MASKS).
     check:        raise BootError when the driver exits non-zero.
@@ -198,12 +206,15 @@ def boot(
         f"\n[boot] driver started {result.boot_seconds:.2f}s after unshare, "
         f"total {result.total_seconds:.2f}s ({scratch})"
     )
-    if problems:
-        raise BootError("teardown left something behind:\n" + "\n".join(problems))
+    failure = None
     if outcome != "done":
-        raise BootError(_failure_message(outcome, result, guest))
-    if check and result.driver_rc != 0:
-        raise BootError(_failure_message(f"driver exited with {result.driver_rc}", result, guest))
+        failure = outcome
+    elif check and result.driver_rc != 0:
+        failure = f"driver exited with {result.driver_rc}"
+    if problems:
+        failure = "; ".join([f"teardown left something behind: {', '.join(problems)}", *filter(None, [failure])])
+    if failure:
+        raise BootError(_failure_message(failure, result, guest))
     return result
 
 
@@ -355,7 +366,9 @@ MaxLevelConsole=debug
 _WRAPPER = f"""\
 #!/bin/bash
 date +%s.%N > /results/.driver-start
-/bin/bash {HARNESS_DIR}/driver 2>&1 | tee /results/driver.log
+# Run as an executable: the shebang picks the interpreter (bash runs it
+# itself when there is none).
+{HARNESS_DIR}/driver 2>&1 | tee /results/driver.log
 rc=${{PIPESTATUS[0]}}
 echo "$rc" > /results/driver.rc
 echo "boot-harness: driver exited with $rc"
@@ -376,9 +389,11 @@ def _inner_script(
 ) -> str:
     q = shlex.quote
     drop = ",".join("-" + cap for cap in DROPPED_CAPS)
-    install_cmd = (
-        f'tar -C {q(str(install))} -cf - . | tar -C "$G" -xpf - --no-overwrite-dir' if install else ": no install tree"
-    )
+    # --no-overwrite-dir keeps the metadata of existing directories (cp -a
+    # would chmod /tmp and friends); --keep-directory-symlink keeps the merged
+    # /usr links (/lib -> usr/lib) instead of replacing them with directories.
+    untar = 'tar -C "$G" -xpf - --no-overwrite-dir --keep-directory-symlink'
+    install_cmd = f"tar -C {q(str(install))} -cf - . | {untar}" if install else ": no install tree"
     dev_binds = "\n".join(f'touch "$G/dev/{n}"; mount --bind /dev/{n} "$G/dev/{n}"' for n in DEV_NODES)
     return f"""#!/bin/bash
 # Generated by tests/boot.py. Runs as PID 1 of new mount/pid/net/uts/ipc/cgroup
@@ -395,10 +410,9 @@ mount -t tmpfs -o mode=0755 boot-scratch "$R"
 mkdir "$R/upper" "$R/work" "$G"
 mount -t overlay boot-root -o "lowerdir=/,upperdir=$R/upper,workdir=$R/work" "$G"
 
-# Content: DESTDIR tree, then test files and harness units. tar keeps the
-# metadata of existing directories (cp -a would chmod /tmp and friends).
+# Content: DESTDIR tree, then test files and harness units.
 {install_cmd}
-tar -C {q(str(stage))} -cf - . | tar -C "$G" -xpf - --no-overwrite-dir
+tar -C {q(str(stage))} -cf - . | {untar}
 
 # Private /dev: nodev tmpfs (nodes the guest might mknod do not work) with a
 # few safe nodes bound in, its own devpts, and a pty as console.
@@ -538,11 +552,16 @@ class _Guest:
         self.cgroup.mkdir()
         # The shell joins the group, then becomes unshare: every process of the
         # guest is born inside the group, and the cgroup namespace is rooted there.
+        # Should this test process die without tearing down (SIGKILL), the
+        # death signals take the guest with it: pytest -> unshare (pdeathsig)
+        # -> the namespace's PID 1 (--kill-child); _reap_stale_guests() removes
+        # the empty cgroup at the next boot.
         cmd = [
             "/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"',
             str(self.cgroup / "cgroup.procs"),
+            "setpriv", "--pdeathsig", "KILL", "--",
             "unshare", "--mount", "--pid", "--net", "--uts", "--ipc", "--cgroup",
-            "--fork", str(inner),
+            "--fork", "--kill-child=KILL", str(inner),
         ]  # fmt: skip
         self.started = time.time()
         with self.unshare_log.open("wb") as log:

@@ -15,12 +15,20 @@ pytestmark = pytest.mark.boot
 
 
 def test_trivial_boot_returns_results_and_leaves_nothing(tmp_path: Path) -> None:
-    result = boot(
-        tmp_path,
-        driver="#!/bin/bash\nset -eu\necho hello from $(hostname) > /results/hello\n",
-    )
+    # tmp_path is under the host's /tmp, which the guest's systemd-tmpfiles
+    # empties at boot (tmp.conf: "D /tmp"): it must do so in the overlay only.
+    canary = tmp_path / "canary"
+    canary.write_text("host file\n")
+    driver = f"""#!/bin/bash
+set -eu
+echo hello from $(hostname) > /results/hello
+if [ -e {canary} ]; then echo present; else echo gone; fi > /results/canary
+"""
+    result = boot(tmp_path, driver=driver)
 
     assert result.read("hello").startswith("hello from ")
+    assert result.read("canary").strip() == "gone"  # the guest did clean its /tmp
+    assert canary.read_text() == "host file\n"  # ... and the host's is untouched
     assert result.driver_rc == 0
     assert 0 < result.boot_seconds < 5, result.boot_seconds
     assert "Reached target boot-test.target" in result.journal
@@ -142,3 +150,34 @@ systemctl show -p LoadState -p ActiveState -p FragmentPath from-generator.servic
     assert result.read("generated").strip() == "generated"
     # Generators log to /dev/kmsg (systemd.generator(7)); the harness keeps it.
     assert "test-generator: wrote from-generator.service" in result.kmsg
+
+
+def test_install_tree_and_symlinks_land_without_breaking_the_root(tmp_path: Path) -> None:
+    # A DESTDIR tree as `make install` makes it; /lib/... must go through the
+    # merged-/usr symlink (/lib -> usr/lib), not replace it.
+    destdir = tmp_path / "destdir"
+    (destdir / "lib/systemd/system").mkdir(parents=True)
+    (destdir / "lib/systemd/system/from-destdir.service").write_text("[Service]\nExecStart=/bin/true\n")
+    (destdir / "usr/local/bin").mkdir(parents=True)
+    (destdir / "usr/local/bin/hello").write_text("#!/bin/sh\necho installed\n")
+    (destdir / "usr/local/bin/hello").chmod(0o755)
+    driver = """#!/bin/bash
+set -eu
+{
+    hello
+    readlink /lib
+    readlink /etc/portreserve/masked
+    cat /etc/portreserve/cups
+    stat -c %a /tmp
+    systemctl show -P LoadState from-destdir.service
+} > /results/out
+"""
+    result = boot(
+        tmp_path,
+        install=destdir,
+        files={"/etc/portreserve/cups": "ipp\n"},
+        symlinks={"/etc/portreserve/masked": "/dev/null"},
+        driver=driver,
+    )
+
+    assert result.read("out").splitlines() == ["installed", "usr/lib", "/dev/null", "ipp", "1777", "loaded"]
