@@ -136,10 +136,12 @@ def run_holder(args: argparse.Namespace) -> int:
         if status is not None:
             os._exit(status)  # the child owns the sockets now
     pidfile = (args.socket.parent if args.socket else paths.control_socket(args.user).parent) / "holder.pid"
-    write_pidfile(pidfile)
-    sd.notify("READY=1")
-    holder.notify_status()
     try:
+        # Inside the try: a SIGTERM that arrives as soon as READY=1 is out
+        # (a stop right after the start) is a clean stop, not a traceback.
+        write_pidfile(pidfile)
+        sd.notify("READY=1")
+        holder.notify_status()
         holder.run()
     except holder_mod.Shutdown as e:
         log.info("stopping on %s", e)

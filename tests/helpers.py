@@ -319,6 +319,17 @@ def udp_rx_queue(inode: int) -> int | None:
     return None
 
 
+def blocked_sending_to_unix_peer(pid: int) -> bool:
+    """Is the process asleep in sendmsg() on a full AF_UNIX datagram queue?"""
+    try:
+        wchan = Path(f"/proc/{pid}/wchan").read_text()
+        syscall = Path(f"/proc/{pid}/syscall").read_text().split()[0]
+    except (OSError, IndexError):
+        return False
+    sendmsg = {"x86_64": "46", "aarch64": "211"}.get(os.uname().machine)
+    return wchan == "unix_wait_for_peer" or syscall == sendmsg
+
+
 def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.01) -> bool:
     deadline = time.monotonic() + timeout
     while True:
@@ -377,6 +388,19 @@ class NotifyListener:
             if proc is not None and proc.poll() is not None and not self._receive(0.05):
                 raise AssertionError(f"process exited with {proc.returncode} before {key}; got {self.messages}")
             self._receive(min(remaining, 0.1))
+
+    def fill(self) -> int:
+        """Fill our receive queue from another socket, so that the next
+        sd_notify() blocks until we read; returns how many we queued."""
+        count = 0
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as filler:
+            filler.setblocking(False)
+            try:
+                while True:
+                    filler.sendto(b"FILLER=1", str(self.path))
+                    count += 1
+            except BlockingIOError:
+                return count
 
     def statuses(self) -> list[str]:
         return [fields["STATUS"] for _pid, fields in self.messages if "STATUS" in fields]
@@ -562,7 +586,13 @@ PORTRESERVE = [PYTHON, "-m", "portreserve"]
 
 def run(argv: Sequence[str], timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        list(argv), capture_output=True, text=True, timeout=timeout, env=child_env(), stdin=subprocess.DEVNULL
+        list(argv),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=child_env(),
+        stdin=subprocess.DEVNULL,
+        cwd=ROOT,  # `python -m` puts the cwd first on sys.path: make it this tree
     )
 
 

@@ -35,6 +35,7 @@ from helpers import (
     alive,
     ask,
     bind_errno,
+    blocked_sending_to_unix_peer,
     child_env,
     control_socket,
     parse_reply,
@@ -139,6 +140,7 @@ def test_real_systemd_socket_activate_starts_the_holder(reaper: Reaper, workdir:
                     f"--socket={workdir / 'ctl'}",
                 ],
                 env=env,
+                cwd=ROOT,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=out,
@@ -191,6 +193,7 @@ def test_real_systemd_socket_activate_udp_and_control_socket(reaper: Reaper, wor
                     f"--socket={workdir / 'ctl'}",
                 ],
                 env=env,
+                cwd=ROOT,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=out,
@@ -221,6 +224,22 @@ def test_holder_with_only_the_control_socket_is_ready_then_exits_0(reaper: Reape
         holder.wait_ready()
         assert holder.wait_exit() == 0, holder.stderr()
         assert client.receive() == "OK\n", "a request queued at exit is answered"
+
+
+def test_sigterm_while_sending_ready_is_a_clean_stop(reaper: Reaper, workdir: Path) -> None:
+    """A stop right after the start: SIGTERM lands while sd_notify(READY=1)
+    is still in progress.  Made deterministic by a full NOTIFY_SOCKET queue,
+    which keeps the holder asleep in sendmsg() until the signal."""
+    [(_port, socks)] = systemd_sockets(1, ("tcp",))
+    holder = start_holder(reaper, workdir, [(socks["tcp"], "web")])
+    assert holder.notify.fill() > 0
+    assert wait_until(lambda: blocked_sending_to_unix_peer(holder.pid), 15), holder.stderr()
+
+    holder.proc.send_signal(signal.SIGTERM)
+
+    assert holder.wait_exit() == 0, holder.stderr()
+    assert "stopping on SIGTERM" in holder.stderr()
+    assert "Traceback" not in holder.stderr()
 
 
 # -- refusing connections and rivals -----------------------------------------------------

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 from helpers import (
     PORTRESERVE,
+    ROOT,
     NotifyListener,
     Reaper,
     alive,
@@ -362,6 +363,7 @@ def test_bad_config_lines_are_named_by_file_and_line_in_debug_mode(
                     str(services),
                 ],
                 env=child_env(NOTIFY_SOCKET=str(notify.path)),
+                cwd=ROOT,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=out,
@@ -378,5 +380,5 @@ def test_bad_config_lines_are_named_by_file_and_line_in_debug_mode(
     for proto, label in (("tcp", "P1"), ("udp", "P2"), ("tcp", "P4")):
         assert bind_errno(proto, ports[label], socket.AF_INET, reuseaddr=True) == errno.EADDRINUSE, label
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(10) == 0
+    assert proc.wait(10) == 0, log.read_text()
     notify.close()
