@@ -382,3 +382,19 @@ def test_bad_config_lines_are_named_by_file_and_line_in_debug_mode(
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(10) == 0, log.read_text()
     notify.close()
+
+
+def test_port_taken_by_another_process_costs_no_other_reservation(
+    start_daemon: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    [taken] = free_ports(1, ("tcp",))
+    squatter = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    squatter.bind(("127.0.0.1", taken))
+    squatter.listen()  # a server has it (a bound-only TCP socket is not in /proc/net/tcp)
+    try:
+        daemon = start_daemon({"web": ["{P1}/tcp", f"{taken}/tcp", "{P2}/udp"]})
+        assert f"cannot reserve {taken}/tcp for web" in daemon.hold.stderr
+        assert f"(pid {os.getpid()})" in daemon.hold.stderr, "says who has the port"
+        assert_held(daemon, ["P1/tcp", "P2/udp"])
+    finally:
+        squatter.close()
