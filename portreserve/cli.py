@@ -112,6 +112,11 @@ def run_holder(args: argparse.Namespace) -> int:
 
     fds = sd.listen_fds_with_names()
     managed = bool(fds)
+    pidfile = (args.socket.parent if args.socket else paths.control_socket(args.user).parent) / "holder.pid"
+    if managed:
+        # First thing: a grouping unit's ExecStop= asks the holder to drop its
+        # copies only while this file exists.
+        write_pidfile(pidfile)
     setup_logging(args.debug, managed)
     holder_mod.install_signal_handlers()
     try:
@@ -125,9 +130,11 @@ def run_holder(args: argparse.Namespace) -> int:
                 log.warning("%s", error)
             holder = holder_mod.holder_standalone(config, args.socket or paths.control_socket(args.user))
     except holder_mod.Shutdown:
+        remove(pidfile)
         return 0
     except OSError as e:
         log.error("cannot start: %s", e)
+        remove(pidfile)
         return 1
     for entry in holder.held:
         log.debug("holding %s for %s", entry.port, ", ".join(entry.owners))
@@ -135,11 +142,11 @@ def run_holder(args: argparse.Namespace) -> int:
         status = daemonize()
         if status is not None:
             os._exit(status)  # the child owns the sockets now
-    pidfile = (args.socket.parent if args.socket else paths.control_socket(args.user).parent) / "holder.pid"
     try:
         # Inside the try: a SIGTERM that arrives as soon as READY=1 is out
         # (a stop right after the start) is a clean stop, not a traceback.
-        write_pidfile(pidfile)
+        if not managed:
+            write_pidfile(pidfile)
         sd.notify("READY=1")
         holder.notify_status()
         holder.run()

@@ -14,6 +14,7 @@ import re
 import stat
 from collections.abc import Iterable
 from pathlib import Path
+from typing import NamedTuple
 
 SYSTEM_CONFIG_DIRS = (Path("/usr/lib/portreserve"), Path("/etc/portreserve"))
 SERVICES_FILE = Path("/etc/services")
@@ -28,8 +29,10 @@ class Proto(enum.StrEnum):
     UDP = "udp"
 
 
-@dataclasses.dataclass(frozen=True, order=True)
-class Port:
+class Port(NamedTuple):
+    """A port and protocol.  A tuple, so that the import-free code of
+    portrelease can use plain (number, "tcp") tuples: they compare equal."""
+
     number: int
     proto: Proto
 

@@ -37,6 +37,11 @@ class Held:
     listening: bool  # TCP sockets from systemd listen; the holder must reset connections
 
 
+def owners_by_port(held: list[Held]) -> dict[protocol.PortKey, list[str]]:
+    """What a reply says: every port with its owners, escaped as in unit names."""
+    return {h.port: [units.escape(o) for o in h.owners] for h in held}
+
+
 class Shutdown(Exception):
     pass
 
@@ -178,14 +183,14 @@ class Holder:
         if released:
             log.info(
                 "released %s for %s (%s)",
-                " ".join(map(str, released)),
+                " ".join(str(h.port) for h in released),
                 text,
                 who,
                 extra={"PORTRESERVE_NAME": text},
             )
         else:
             log.debug("nothing held for %s (%s)", text, who)
-        self.answer(address, protocol.Reply(True, "", {p: [] for p in released}))
+        self.answer(address, protocol.Reply(True, "", owners_by_port(released)))
 
     def answer(self, address: str | None, reply: protocol.Reply) -> None:
         if address is None or self.control is None:
@@ -198,7 +203,7 @@ class Holder:
 
     # -- releasing -----------------------------------------------------------
 
-    def release(self, name: str) -> list[Port]:
+    def release(self, name: str) -> list[Held]:
         """Close every socket the name owns; ports listed by several names are
         released when any of them is."""
         drop = [h for h in self.held if name == protocol.ALL or name in h.owners]
@@ -209,10 +214,10 @@ class Holder:
         self.held = [h for h in self.held if h not in drop]
         if drop:
             self.notify_status()
-        return [h.port for h in drop]
+        return drop
 
-    def ports(self) -> dict[Port, list[str]]:
-        return {h.port: [units.escape(o) for o in h.owners] for h in self.held}
+    def ports(self) -> dict[protocol.PortKey, list[str]]:
+        return owners_by_port(self.held)
 
     def names(self) -> set[str]:
         return {o for h in self.held for o in h.owners}

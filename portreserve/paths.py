@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from . import rundirs
 from .config import SYSTEM_CONFIG_DIRS
-
-SYSTEM_CONTROL_SOCKET = Path("/run/portreserve/socket")
-SYSTEM_GENERATOR_DIR = Path("/run/systemd/generator")
 
 
 def user_config_dirs() -> list[Path]:
@@ -25,27 +22,17 @@ def user_config_dirs() -> list[Path]:
     return [Path(d) / "portreserve" for d in reversed(base.xdg_config_dirs)]
 
 
-def user_runtime_dir() -> Path:
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime:
-        return Path(runtime)
-    # pyxdg's get_runtime_dir() creates a fallback directory in /tmp when the
-    # variable is unset; we only want to know where the user manager's is.
-    return Path(f"/run/user/{os.getuid()}")
-
-
 def config_dirs(user: bool) -> list[Path]:
     return user_config_dirs() if user else list(SYSTEM_CONFIG_DIRS)
 
 
 def control_socket(user: bool) -> Path:
-    return user_runtime_dir() / "portreserve" / "socket" if user else SYSTEM_CONTROL_SOCKET
+    return Path(rundirs.control_socket(user))
 
 
 def generator_dir(user: bool) -> Path:
-    return user_runtime_dir() / "systemd" / "generator" if user else SYSTEM_GENERATOR_DIR
+    return Path(rundirs.generator_dir(user))
 
 
 def holder_pidfile(user: bool) -> Path:
-    """Written by a running holder; portreserve-step-aside.service checks for it."""
-    return control_socket(user).parent / "holder.pid"
+    return Path(rundirs.holder_pidfile(user))

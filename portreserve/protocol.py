@@ -11,13 +11,11 @@ port, 'PORT/PROTO NAME[,NAME...]' with the names escaped as in unit names.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import socket
 import struct
-from pathlib import Path
 
-from .config import Port, Proto
+from . import names
 
 ALL = "*"
 STATUS = ".status"
@@ -27,23 +25,27 @@ CONTROL_FDNAME = "portreserve-control"  # '-' never appears raw in an escaped na
 
 _UCRED = struct.Struct("3i")
 
+# Plain classes and tuples rather than dataclasses: portrelease imports this
+# module, and importing dataclasses alone costs it several milliseconds.
+PortKey = tuple[int, str]
 
-@dataclasses.dataclass(frozen=True)
+
 class Credentials:
-    pid: int
-    uid: int
-    gid: int
+    __slots__ = ("pid", "uid", "gid")
+
+    def __init__(self, pid: int, uid: int, gid: int) -> None:
+        self.pid, self.uid, self.gid = pid, uid, gid
 
 
-@dataclasses.dataclass(frozen=True)
 class Reply:
-    ok: bool
-    error: str
-    ports: dict[Port, list[str]]
+    __slots__ = ("ok", "error", "ports")
+
+    def __init__(self, ok: bool, error: str, ports: dict[PortKey, list[str]]) -> None:
+        self.ok, self.error, self.ports = ok, error, ports
 
     def encode(self) -> bytes:
         head = "OK" if self.ok else f"ERR {self.error}"
-        lines = [head] + [f"{p} {','.join(names)}" for p, names in self.ports.items()]
+        lines = [head] + [f"{n}/{p} {','.join(owners)}" for (n, p), owners in self.ports.items()]
         return ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape")
 
     @classmethod
@@ -53,14 +55,12 @@ class Reply:
             return cls(False, "empty reply", {})
         ok = lines[0] == "OK"
         error = "" if ok else lines[0].removeprefix("ERR").strip()
-        ports: dict[Port, list[str]] = {}
+        ports: dict[PortKey, list[str]] = {}
         for line in lines[1:]:
-            spec, _, names = line.partition(" ")
-            number, _, proto = spec.partition("/")
-            try:
-                ports[Port(int(number), Proto(proto))] = names.split(",") if names else []
-            except ValueError:
-                continue
+            spec, _, owners = line.partition(" ")
+            port = names.parse_port_text(spec)
+            if port is not None:
+                ports[port] = owners.split(",") if owners else []
         return cls(ok, error, ports)
 
 
@@ -84,7 +84,7 @@ def authorized(creds: Credentials | None) -> bool:
     return creds is not None and creds.uid in (0, os.geteuid())
 
 
-def request(path: Path, text: str, timeout: float) -> Reply:
+def request(path: str | os.PathLike[str], text: str, timeout: float) -> Reply:
     """Send one request and wait for the answer.
 
     Raises FileNotFoundError or ConnectionRefusedError when no holder listens,

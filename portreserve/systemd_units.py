@@ -12,7 +12,7 @@ import subprocess
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from . import units
+from . import names, units
 from .config import Port
 
 
@@ -26,15 +26,7 @@ def group_files(generator_dir: Path) -> dict[str, Path]:
 
 
 def sockets_of_group(path: Path) -> list[str]:
-    try:
-        text = path.read_text(encoding="utf-8", errors="surrogateescape")
-    except OSError:
-        return []
-    found: list[str] = []
-    for line in text.splitlines():
-        if line.startswith("Wants="):
-            found += [u for u in line[len("Wants=") :].split() if units.port_of_socket_unit(u)]
-    return found
+    return names.sockets_of_group(str(path))
 
 
 def ports_of(socket_units: Iterable[str]) -> list[Port]:

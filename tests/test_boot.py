@@ -206,7 +206,8 @@ check s3_consumers bash -c 'for u in cups-test dovecot-test slapd-test; do
 check s3_consumer_ports portcheck bound 631/tcp 993/tcp 995/tcp 636/tcp 636/udp
 check s3_others_still_held portcheck bound $HELD_AT_BOOT
 check s3_later_consumer bash -c 'systemctl start spamd-test && systemctl is-active spamd-test'
-check s3_spamd_unit_gone bash -c '[ "$(systemctl show -P ActiveState portreserve@spamd.service)" = inactive ]'
+check s3_spamd_unit_gone eventually bash -c \
+    '[ "$(systemctl show -P ActiveState portreserve@spamd.service)" = inactive ]'
 
 # 7. a connection to a reserved TCP port fails at once; the units stay active
 check s7_refused portcheck refused 700/tcp 1112/tcp

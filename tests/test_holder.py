@@ -404,9 +404,10 @@ def test_requests_queued_when_the_last_port_goes_are_all_answered(four_names: Fo
         os.kill(holder.pid, signal.SIGCONT)
 
     replies = [parse_reply(client.receive()) for client in clients]
-    assert replies[0] == ("OK", {real("P1/tcp"): [], real("P1/udp"): [], real("P3/udp"): []})
-    assert replies[1] == ("OK", {real("P2/tcp"): []})
-    assert replies[2] == ("OK", {real("P4/tcp"): []})
+    # each released port with all its owners: portrelease stops their units
+    assert replies[0] == ("OK", {real("P1/tcp"): ["a"], real("P1/udp"): ["a"], real("P3/udp"): ["a", "b"]})
+    assert replies[1] == ("OK", {real("P2/tcp"): ["b"]})
+    assert replies[2] == ("OK", {real("P4/tcp"): ["c"]})
     assert replies[3] == ("OK", {}), "holds nothing any more"
     assert replies[4] == ("OK", {})
     assert holder.wait_exit() == 0, holder.stderr()
@@ -478,7 +479,7 @@ def test_own_uid_in_credentials_is_accepted(four_names: FourNames) -> None:
     holder, real, _still_held = four_names
     with Client(holder.control_path) as client:
         client.send(b"c", (os.getpid(), os.geteuid(), os.getegid()))
-        assert parse_reply(client.receive()) == ("OK", {real("P4/tcp"): []})
+        assert parse_reply(client.receive()) == ("OK", {real("P4/tcp"): ["c"]})
 
 
 # -- scale --------------------------------------------------------------------------------------

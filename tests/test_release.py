@@ -8,7 +8,6 @@ it is how portrelease's timeout path is reached honestly.
 
 from __future__ import annotations
 
-import argparse
 import os
 import socket
 import subprocess
@@ -37,7 +36,6 @@ from helpers import (
     systemd_sockets,
 )
 
-from portreserve.config import Port, Proto
 from portreserve.release import EXIT_FAILED, EXIT_OK, Release, parse_args
 
 
@@ -205,13 +203,12 @@ def test_several_names_in_one_call(reaper: Reaper, workdir: Path) -> None:
 
 
 def release_for(timeout: float = 5.0) -> Release:
-    args: argparse.Namespace = parse_args(["--timeout", str(timeout), "--socket", "/nonexistent", "x"])
-    return Release(args)
+    return Release(parse_args(["--timeout", str(timeout), "--socket", "/nonexistent", "x"]))
 
 
 def test_wait_returns_at_once_when_ports_are_free() -> None:
     p1, p2 = free_ports(2)
-    ports = {Port(p1, Proto.TCP): "web", Port(p1, Proto.UDP): "dns", Port(p2, Proto.UDP): "ntp"}
+    ports = {(p1, "tcp"): "web", (p1, "udp"): "dns", (p2, "udp"): "ntp"}
     start = time.monotonic()
     assert release_for().wait(ports) == EXIT_OK
     assert time.monotonic() - start < 0.1
@@ -230,7 +227,7 @@ def test_wait_returns_soon_after_the_port_is_freed() -> None:
     closer.start()
     try:
         start = time.monotonic()
-        assert release_for(timeout=5).wait({Port(port, Proto.UDP): "dns"}) == EXIT_OK
+        assert release_for(timeout=5).wait({(port, "udp"): "dns"}) == EXIT_OK
         elapsed = time.monotonic() - start
     finally:
         closer.cancel()
@@ -246,5 +243,5 @@ def test_wait_counts_a_port_busy_on_one_family_as_busy(family: int, capsys: pyte
             busy.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         busy.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", port))
         busy.listen()
-        assert release_for(timeout=0.2).wait({Port(port, Proto.TCP): "web"}) == EXIT_FAILED
+        assert release_for(timeout=0.2).wait({(port, "tcp"): "web"}) == EXIT_FAILED
     assert f"{port}/tcp (web) is still in use" in capsys.readouterr().err

@@ -1,0 +1,22 @@
+"""Runtime paths of the system and of a user manager.  Imports only os: portrelease uses it."""
+
+import os
+
+
+def user_runtime_dir() -> str:
+    # pyxdg's get_runtime_dir() would create a fallback directory in /tmp when
+    # the variable is unset; we only want to know where the user manager's is.
+    return os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}"
+
+
+def control_socket(user: bool) -> str:
+    return f"{user_runtime_dir()}/portreserve/socket" if user else "/run/portreserve/socket"
+
+
+def generator_dir(user: bool) -> str:
+    return f"{user_runtime_dir()}/systemd/generator" if user else "/run/systemd/generator"
+
+
+def holder_pidfile(user: bool) -> str:
+    """Written by a running holder; portreserve-step-aside.service checks for it."""
+    return os.path.join(os.path.dirname(control_socket(user)), "holder.pid")
