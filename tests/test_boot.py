@@ -56,7 +56,9 @@ def unit(text: str) -> str:
 
 
 def consumer(description: str, body: str) -> str:
-    return unit(f"[Unit]\nDescription={description}\n") + unit(body)
+    # After the rivals: what they try must still be reserved when they try it.
+    after = "After=rpcbind.service rpc-statd.service\n"
+    return unit(f"[Unit]\nDescription={description}\n{after}") + unit(body)
 
 
 @pytest.fixture(scope="session")
