@@ -517,6 +517,22 @@ check u_others_held portcheck bound 9000/tcp
 check u_release_all bash -c 'as_user portrelease "*" && portcheck free 9000/tcp'
 check u_no_failed bash -c 'out=$(as_user systemctl --user --failed --no-legend --plain); echo "$out"; [ -z "$out" ]'
 check u_system_untouched bash -c '[ "$(systemctl show -P ActiveState portreserve.service)" = inactive ]'
+
+# standalone user mode: a user without a user manager runs the holder herself
+useradd --create-home --shell /bin/bash solo
+mkdir -p /home/solo/.config/portreserve /tmp/solo-run
+echo 8090/tcp > /home/solo/.config/portreserve/web
+echo 8091/udp > /home/solo/.config/portreserve/dns
+chown -R solo: /home/solo/.config /tmp/solo-run
+as_solo() { runuser -u solo -- env XDG_RUNTIME_DIR=/tmp/solo-run "$@"; }
+export -f as_solo
+check s_hold bash -c 'as_solo portreserve hold && [ -S /tmp/solo-run/portreserve/socket ]'
+check s_held portcheck bound 8090/tcp 8091/udp
+check s_status bash -c 'as_solo portreserve status | tee /dev/stderr | grep -x "Scope: user (standalone)"'
+check s_socket_mode_0600 bash -c '[ "$(stat -c %a /tmp/solo-run/portreserve/socket)" = 600 ]'
+check s_release bash -c 'as_solo portrelease web && portcheck free 8090/tcp && portcheck bound 8091/udp'
+check s_release_all bash -c 'as_solo portrelease "*" && portcheck free 8091/udp &&
+    eventually bash -c "! pgrep -u solo -f \"portreserve hold\""'
 """
 )
 
@@ -541,6 +557,12 @@ def user_boot(destdir: Path, tmp_path_factory: pytest.TempPathFactory) -> BootRe
         "u_release_all",
         "u_no_failed",
         "u_system_untouched",
+        "s_hold",
+        "s_held",
+        "s_status",
+        "s_socket_mode_0600",
+        "s_release",
+        "s_release_all",
     ],
 )
 def test_user_mode_reservations_under_a_user_manager(user_boot: BootResult, check: str) -> None:
