@@ -37,14 +37,23 @@ def systemd_state(user: bool) -> dict[str, list[PortState]] | None:
                 states.append(PortState(port, "held"))
             elif active == "failed":
                 states.append(PortState(port, "failed", f"{unit}: {props.get('Result', '')}; " + taken_by(port)))
+            elif active == "inactive":
+                states.append(PortState(port, "released", in_use(port)))
             else:
-                states.append(PortState(port, "released" if active == "inactive" else active))
+                states.append(PortState(port, active))
         names[units.name_of_group_unit(group) or group] = states
     return names
 
 
 def taken_by(port: Port) -> str:
     return net.describe_holders(port) if not net.bindable(port, net.has_ipv6()) else "port is free"
+
+
+def in_use(port: Port) -> str:
+    """For a released port: who uses it now, if anyone."""
+    if net.bindable(port, net.has_ipv6()):
+        return ""
+    return "in use, " + net.describe_holders(port).removeprefix("held ")
 
 
 def standalone_state(args: argparse.Namespace) -> dict[str, list[PortState]]:
@@ -63,7 +72,7 @@ def standalone_state(args: argparse.Namespace) -> dict[str, list[PortState]]:
             elif port in held:
                 states.append(PortState(port, "held", "by another name's reservation"))
             else:
-                states.append(PortState(port, "released"))
+                states.append(PortState(port, "released", in_use(port)))
         names[reservation.name] = states
     return names
 
