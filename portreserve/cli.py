@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__, paths, sd, systemd_units, units
+from . import __version__, paths, rundirs, sd, systemd_units, units
 from .config import SERVICES_FILE, load_config, load_services, unprivileged_port_start
 
 log = logging.getLogger("portreserve")
@@ -74,7 +74,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     if args.user is None:
-        args.user = os.geteuid() != 0
+        args.user = rundirs.default_user_scope()
     return args
 
 

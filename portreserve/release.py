@@ -33,9 +33,11 @@ DESCRIPTION = (
     "success.  Typical use, in the service's unit: ExecStartPre=-/usr/sbin/portrelease NAME"
 )
 EPILOG = (
-    "Run as root it acts on the system's reservations; run by another user, on that user's own "
-    "(systemctl --user, $XDG_CONFIG_HOME/portreserve/).  Exit status: 0 released or nothing to "
-    "release, 1 a port could not be freed in time or the holder refused, 2 usage error."
+    "Run as root it acts on the system's reservations; run by another user who has a session "
+    "($XDG_RUNTIME_DIR set), on that user's own (systemctl --user, $XDG_CONFIG_HOME/portreserve/). "
+    "A system service with User= must run it as root: ExecStartPre=+/usr/sbin/portrelease NAME. "
+    "Exit status: 0 released or nothing to release, 1 a port could not be freed in time or the "
+    "holder refused, 2 usage error."
 )
 
 
@@ -121,7 +123,7 @@ def parse_args(argv: Sequence[str]) -> Options:
     if opts.escaped:
         opts.names = [names.unescape(n) for n in opts.names]
     if opts.user is None:
-        opts.user = os.geteuid() != 0
+        opts.user = rundirs.default_user_scope()
     return opts
 
 
@@ -183,7 +185,11 @@ class Release:
         except (FileNotFoundError, ConnectionRefusedError):
             return None, None
         except PermissionError:
-            return None, f"permission denied on {self.control} (run as root, or use --user)"
+            return None, (
+                f"permission denied on {self.control}: only root may release system reservations "
+                "(in a unit with User=, use ExecStartPre=+/usr/sbin/portrelease NAME; "
+                "for your own reservations, --user)"
+            )
         except TimeoutError:
             return None, f"the holder on {self.control} did not answer within {self.opts.timeout:g} s"
         except OSError as e:

@@ -20,3 +20,12 @@ def generator_dir(user: bool) -> str:
 def holder_pidfile(user: bool) -> str:
     """Written by a running holder; portreserve-step-aside.service checks for it."""
     return os.path.join(os.path.dirname(control_socket(user)), "holder.pid")
+
+
+def default_user_scope() -> bool:
+    """Which reservations a command acts on when not told: the user's own for a
+    user with a session or user manager ($XDG_RUNTIME_DIR is set), the system's
+    otherwise.  So ExecStartPre=portrelease in a system service with User=
+    reaches the system holder (and, without the '+' prefix, is told that only
+    root may release), instead of quietly finding nothing in a user scope."""
+    return os.geteuid() != 0 and bool(os.environ.get("XDG_RUNTIME_DIR"))

@@ -157,6 +157,18 @@ REALISTIC_FILES: dict[str, str | bytes | tuple[str | bytes, int]] = {
         ExecStart=/usr/local/bin/portcheck serve 636/tcp 636/udp
         """,
     ),
+    "/etc/portreserve/webuser": "8443/tcp\n",
+    "/etc/systemd/system/webuser-test.service": consumer(
+        "a consumer running as another user",
+        """
+        [Service]
+        Type=notify
+        NotifyAccess=all
+        User=nobody
+        ExecStartPre=+/usr/sbin/portrelease webuser
+        ExecStart=/usr/local/bin/portcheck serve 8443/tcp
+        """,
+    ),
     "/etc/systemd/system/spamd-test.service": consumer(
         "spamd stand-in, started later",
         """
@@ -207,6 +219,9 @@ check s3_consumers bash -c 'for u in cups-test dovecot-test slapd-test; do
     [ "$(systemctl show -P NRestarts $u)" = 0 ] || exit 1; done'
 check s3_consumer_ports portcheck bound 631/tcp 993/tcp 995/tcp 636/tcp 636/udp
 check s3_others_still_held portcheck bound $HELD_AT_BOOT
+check s3_user_consumer bash -c 'systemctl start webuser-test && systemctl is-active webuser-test'
+check s3_non_root_told_why bash -c 'out=$(setpriv --reuid=nobody --regid=nogroup --clear-groups \
+    env -u XDG_RUNTIME_DIR portrelease legacy 2>&1); echo "$out"; grep -q "only root may release" <<<"$out"'
 check s3_later_consumer bash -c 'systemctl start spamd-test && systemctl is-active spamd-test'
 check s3_spamd_unit_gone eventually bash -c \
     '[ "$(systemctl show -P ActiveState portreserve@spamd.service)" = inactive ]'
@@ -296,7 +311,16 @@ def test_s2_early_rivals_never_get_a_reserved_port(realistic: BootResult) -> Non
 
 
 @pytest.mark.parametrize(
-    "check", ["s3_consumers", "s3_consumer_ports", "s3_others_still_held", "s3_later_consumer", "s3_spamd_unit_gone"]
+    "check",
+    [
+        "s3_consumers",
+        "s3_consumer_ports",
+        "s3_others_still_held",
+        "s3_user_consumer",
+        "s3_non_root_told_why",
+        "s3_later_consumer",
+        "s3_spamd_unit_gone",
+    ],
 )
 def test_s3_consumers_release_and_bind_on_first_try(realistic: BootResult, check: str) -> None:
     assert_check(realistic, check)
