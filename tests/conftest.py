@@ -1,4 +1,5 @@
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -6,6 +7,25 @@ import pytest
 # Make tests/ importable (`from boot import boot`) in every pytest import mode.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from helpers import Reaper, short_dir  # noqa: E402
+
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "boot: boots a real systemd in a throwaway root")
+
+
+@pytest.fixture
+def reaper() -> Iterator[Reaper]:
+    """Ends, by pid, every process a test started through it."""
+    reaper = Reaper()
+    try:
+        yield reaper
+    finally:
+        reaper.cleanup()
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    """A short directory (unix socket paths are limited to 108 bytes)."""
+    with short_dir() as path:
+        yield path

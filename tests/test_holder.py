@@ -20,7 +20,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -40,7 +40,6 @@ from helpers import (
     control_socket,
     parse_reply,
     rival_results,
-    short_dir,
     socket_inode,
     socket_inodes_of,
     start_holder,
@@ -51,21 +50,6 @@ from helpers import (
 )
 
 FAST = 0.5  # "at once": well under a second, with room for a loaded machine
-
-
-@pytest.fixture
-def reaper() -> Iterator[Reaper]:
-    reaper = Reaper()
-    try:
-        yield reaper
-    finally:
-        reaper.cleanup()
-
-
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    with short_dir() as path:
-        yield path
 
 
 def held_inodes(pid: int, socks: list[socket.socket]) -> set[int]:

@@ -13,7 +13,6 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,21 +36,6 @@ from helpers import (
 )
 
 from portreserve.release import EXIT_FAILED, EXIT_OK, Release, parse_args
-
-
-@pytest.fixture
-def reaper() -> Iterator[Reaper]:
-    reaper = Reaper()
-    try:
-        yield reaper
-    finally:
-        reaper.cleanup()
-
-
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    with short_dir() as path:
-        yield path
 
 
 def own_comm() -> str:

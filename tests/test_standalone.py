@@ -18,7 +18,7 @@ import os
 import signal
 import socket
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -35,28 +35,12 @@ from helpers import (
     portrelease,
     portreserve,
     rival_results,
-    short_dir,
     tcp_attempt,
     wait_gone,
     write_config,
 )
 
 FAST = 0.5
-
-
-@pytest.fixture
-def reaper() -> Iterator[Reaper]:
-    reaper = Reaper()
-    try:
-        yield reaper
-    finally:
-        reaper.cleanup()
-
-
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    with short_dir() as path:
-        yield path
 
 
 @dataclasses.dataclass
