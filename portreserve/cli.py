@@ -1,21 +1,20 @@
-"""portreserve: the holder daemon, and the admin's view of the reservations."""
+"""portreserve: the holder daemon, and the admin's view of the reservations.
+
+The holder path imports as little as it can: under systemd the holder lives as
+long as there is something to hold, and every module it imports stays in its
+memory (logging, dataclasses, pathlib and typing together would double it).
+"""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
-import select
-import signal
 import sys
-import time
 from collections.abc import Sequence
-from pathlib import Path
 
-from . import __version__, paths, rundirs, sd, systemd_units, units
-from .config import SERVICES_FILE, load_config, load_services, unprivileged_port_start
+from . import __version__, log, rundirs, sd, spawn
 
-log = logging.getLogger("portreserve")
+CONTROL_UNIT = "portreserve.socket"
 
 DESCRIPTION = """\
 Hold reserved ports until their service asks for them with portrelease.
@@ -42,11 +41,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     group.add_argument("--user", dest="user", action="store_true", default=None, help="the user's reservations")
     group.add_argument("--system", dest="user", action="store_false", help="the system's reservations")
     config = argparse.ArgumentParser(add_help=False)
-    config.add_argument(
-        "--config-dir", action="append", type=Path, help="configuration directory (repeatable, later wins)"
-    )
-    config.add_argument("--services", type=Path, default=SERVICES_FILE, help="services(5) file (default /etc/services)")
-    config.add_argument("--socket", type=Path, help="control socket path")
+    config.add_argument("--config-dir", action="append", help="configuration directory (repeatable, later wins)")
+    config.add_argument("--services", default="/etc/services", help="services(5) file (default /etc/services)")
+    config.add_argument("--socket", help="control socket path")
     holder = argparse.ArgumentParser(add_help=False)
     holder.add_argument("-d", "--debug", action="store_true", help="stay in the foreground, log debug output to stderr")
 
@@ -78,15 +75,6 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
-def setup_logging(debug: bool, managed: bool) -> None:
-    handler = sd.journal_handler("portreserve") if managed and not debug else None
-    if handler is None:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("portreserve: %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.DEBUG if debug else logging.INFO)
-
-
 def daemonize() -> int | None:
     """Fork to the background once the ports are held; the parent returns the
     exit status to use, the child None."""
@@ -112,32 +100,28 @@ def run_holder(args: argparse.Namespace) -> int:
 
     fds = sd.listen_fds_with_names()
     managed = bool(fds)
-    pidfile = (args.socket.parent if args.socket else paths.control_socket(args.user).parent) / "holder.pid"
+    control = args.socket or rundirs.control_socket(args.user)
+    pidfile = os.path.join(os.path.dirname(control), "holder.pid")
     if managed:
         # First thing: a grouping unit's ExecStop= asks the holder to drop its
         # copies only while this file exists.
         write_pidfile(pidfile)
-    setup_logging(args.debug, managed)
+    log.setup(debug=args.debug, journal=managed and not args.debug)
     holder_mod.install_signal_handlers()
     try:
         if managed:
             holder = holder_mod.holder_from_systemd(fds)
         else:
-            dirs = args.config_dir or paths.config_dirs(args.user)
-            lowest = unprivileged_port_start() if args.user and os.geteuid() != 0 else 1
-            config = load_config(dirs, load_services(args.services), lowest)
-            for error in config.errors:
-                log.warning("%s", error)
-            holder = holder_mod.holder_standalone(config, args.socket or paths.control_socket(args.user))
+            holder = holder_mod.holder_standalone(load_standalone_config(args), control)
     except holder_mod.Shutdown:
         remove(pidfile)
         return 0
     except OSError as e:
-        log.error("cannot start: %s", e)
+        log.error(f"cannot start: {e}")
         remove(pidfile)
         return 1
     for entry in holder.held:
-        log.debug("holding %s for %s", entry.port, ", ".join(entry.owners))
+        log.debug(f"holding {entry.port[0]}/{entry.port[1]} for {', '.join(entry.owners)}")
     if not managed and not args.debug:
         status = daemonize()
         if status is not None:
@@ -151,86 +135,59 @@ def run_holder(args: argparse.Namespace) -> int:
         holder.notify_status()
         holder.run()
     except holder_mod.Shutdown as e:
-        log.info("stopping on %s", e)
+        log.info(f"stopping on {e}")
     else:
         if managed:
             # Holding nothing: take the control socket down too, so that a later
             # portrelease finds nothing to talk to instead of starting us again
             # for nothing (and again, until the start limit fails the units).
             # Starting portreserve.service brings it back (Wants=).
-            systemd_units.systemctl(args.user, "stop", "--no-block", units.CONTROL_UNIT)
+            spawn.systemctl(args.user, "stop", "--no-block", CONTROL_UNIT)
     finally:
         holder.close()
         remove(pidfile)
         if not managed and holder.control is not None:
-            remove(args.socket or paths.control_socket(args.user))
+            remove(control)
     return 0
 
 
-def write_pidfile(path: Path) -> None:
+def load_standalone_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """The configuration, read by the holder itself (no systemd)."""
+    from pathlib import Path
+
+    from . import paths
+    from .config import load_config, load_services, unprivileged_port_start
+
+    dirs = [Path(d) for d in args.config_dir] if args.config_dir else paths.config_dirs(args.user)
+    lowest = unprivileged_port_start() if args.user and os.geteuid() != 0 else 1
+    config = load_config(dirs, load_services(Path(args.services)), lowest)
+    for error in config.errors:
+        log.warning(str(error))
+    return config
+
+
+def write_pidfile(path: str) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        tmp.write_text(f"{os.getpid()}\n")
-        tmp.replace(path)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            f.write(f"{os.getpid()}\n")
+        os.replace(tmp, path)
     except OSError as e:
-        log.warning("cannot write %s: %s", path, e)
+        log.warning(f"cannot write {path}: {e}")
 
 
-def remove(path: Path) -> None:
+def remove(path: str) -> None:
     try:
-        path.unlink()
+        os.unlink(path)
     except OSError:
         pass
 
 
-def is_holder(pid: int) -> bool:
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return any(arg.endswith(b"portreserve") for arg in cmdline[:3]) and b"hold" in cmdline
-
-
-def run_step_aside(args: argparse.Namespace) -> int:
-    """Make a running holder exit so that new socket units can start (systemd
-    refuses while their service runs), then have it started again after them."""
-    pidfile = paths.holder_pidfile(args.user)
-    try:
-        pid = int(pidfile.read_text())
-    except (OSError, ValueError):
-        return 0
-    if not is_holder(pid):
-        remove(pidfile)  # stale: the holder was killed
-        return 0
-    try:
-        pidfd = os.pidfd_open(pid)
-        os.kill(pid, signal.SIGTERM)  # exits 0: not a stop job, nothing propagates
-    except ProcessLookupError:
-        return 0
-    select.select([pidfd], [], [], 10)
-    os.close(pidfd)
-    # Wait until systemd has seen it go: the sockets' start jobs run next.
-    for _ in range(200):
-        state = systemd_units.show(args.user, [units.HOLDER_UNIT], ["ActiveState"])
-        if state.get(units.HOLDER_UNIT, {}).get("ActiveState") not in ("active", "deactivating", "reloading"):
-            break
-        time.sleep(0.01)
-    # Queued now, this start job waits for the new sockets (it is ordered after them).
-    systemd_units.systemctl(args.user, "start", "--no-block", units.HOLDER_UNIT)
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    if args.command == "status":
-        from .status import run_status
+    if args.command in ("status", "reload", "step-aside"):
+        from . import status
 
-        return run_status(args)
-    if args.command == "step-aside":
-        return run_step_aside(args)
-    if args.command == "reload":
-        from .status import run_reload
-
-        return run_reload(args)
+        return status.COMMANDS[args.command](args)
     return run_holder(args)

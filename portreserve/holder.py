@@ -8,38 +8,43 @@ once it holds nothing.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
-import logging
 import os
 import resource
 import selectors
 import signal
 import socket
 import struct
-from pathlib import Path
 
-from . import net, protocol, sd, units
-from .config import Config, Port, Proto
+from . import log, names, net, protocol, sd
 
-log = logging.getLogger("portreserve")
+# Under systemd the holder imports neither config (dataclasses, typing, re)
+# nor logging nor pathlib: together they would double its memory.  Ports are
+# (number, "tcp"|"udp") tuples, which config.Port also is.
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING; mypy treats the name as true
+if TYPE_CHECKING:
+    from .config import Config
+
+Port = tuple[int, str]
 
 # SO_LINGER {on, 0 s}: close() sends a RST, so a client of a reserved port sees
 # ECONNRESET at once instead of waiting for a timeout.
 _LINGER_RESET = struct.pack("ii", 1, 0)
 
 
-@dataclasses.dataclass(eq=False)
 class Held:
-    port: Port
-    owners: list[str]
-    sock: socket.socket
-    listening: bool  # TCP sockets from systemd listen; the holder must reset connections
+    __slots__ = ("port", "owners", "sock", "listening")
+
+    def __init__(self, port: Port, owners: list[str], sock: socket.socket, listening: bool) -> None:
+        self.port = port
+        self.owners = owners
+        self.sock = sock
+        self.listening = listening  # TCP sockets from systemd listen: the holder resets connections
 
 
 def owners_by_port(held: list[Held]) -> dict[protocol.PortKey, list[str]]:
     """What a reply says: every port with its owners, escaped as in unit names."""
-    return {h.port: [units.escape(o) for o in h.owners] for h in held}
+    return {h.port: [names.escape(o) for o in h.owners] for h in held}
 
 
 class Shutdown(Exception):
@@ -59,10 +64,10 @@ def raise_fd_limit(needed: int) -> None:
 def port_of_socket(sock: socket.socket) -> Port | None:
     if sock.family not in (socket.AF_INET, socket.AF_INET6):
         return None
-    proto = {socket.SOCK_STREAM: Proto.TCP, socket.SOCK_DGRAM: Proto.UDP}.get(sock.type)
+    proto = {socket.SOCK_STREAM: "tcp", socket.SOCK_DGRAM: "udp"}.get(sock.type)
     if proto is None:
         return None
-    return Port(sock.getsockname()[1], proto)
+    return sock.getsockname()[1], proto
 
 
 def is_listening(sock: socket.socket) -> bool:
@@ -85,14 +90,14 @@ class Holder:
 
     def hold(self, sock: socket.socket, port: Port, owners: list[str]) -> None:
         sock.setblocking(False)
-        if port.proto is Proto.UDP:
+        if port[1] == "udp":
             # systemd sets SO_REUSEADDR on every socket it binds; for UDP that
             # lets a second SO_REUSEADDR socket share the port.  Clearing it on
             # our copy (the same socket systemd holds) closes the hole.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 0)
-        entry = Held(port, owners, sock, port.proto is Proto.TCP and is_listening(sock))
+        entry = Held(port, owners, sock, port[1] == "tcp" and is_listening(sock))
         self.held.append(entry)
-        if port.proto is Proto.UDP or entry.listening:
+        if port[1] == "udp" or entry.listening:
             self.selector.register(sock, selectors.EVENT_READ, lambda: self._on_traffic(entry))
 
     def adopt(self, fds: dict[int, str]) -> None:
@@ -101,22 +106,22 @@ class Holder:
             sock = socket.socket(fileno=fd)
             if name == protocol.CONTROL_FDNAME or sock.family == socket.AF_UNIX:
                 if self.control is not None or sock.type != socket.SOCK_DGRAM:
-                    log.warning("ignoring fd %d (%s): not the control socket", fd, name)
+                    log.warning(f"ignoring fd {fd} ({name}): not the control socket")
                     sock.close()
                     continue
                 self.attach_control(sock)
                 continue
             port = port_of_socket(sock)
             if port is None:
-                log.warning("ignoring fd %d (%s): not a TCP or UDP socket", fd, name)
+                log.warning(f"ignoring fd {fd} ({name}): not a TCP or UDP socket")
                 sock.close()
                 continue
-            self.hold(sock, port, units.owners_of_fdname(name))
+            self.hold(sock, port, names.owners_of_fdname(name))
 
     def bind_all(self, config: Config) -> None:
         ipv6 = net.has_ipv6()
         for port, owners in config.owners().items():
-            names = [o.name for o in owners]
+            owner_names = [o.name for o in owners]
             try:
                 # No SO_REUSEADDR and, for TCP, no listen(): bound but not
                 # listening, so the kernel itself refuses connections, as the
@@ -124,10 +129,11 @@ class Holder:
                 sock = net.bind_port(port, ipv6)
             except OSError as e:
                 log.error(
-                    "cannot reserve %s for %s: %s, %s", port, ", ".join(names), e.strerror, net.describe_holders(port)
+                    f"cannot reserve {net.port_text(port)} for {', '.join(owner_names)}: "
+                    f"{e.strerror}, {net.describe_holders(port)}"
                 )
                 continue
-            self.hold(sock, port, names)
+            self.hold(sock, port, owner_names)
 
     # -- events --------------------------------------------------------------
 
@@ -164,32 +170,27 @@ class Holder:
     def handle(self, data: bytes, creds: protocol.Credentials | None, address: str | None, truncated: bool) -> None:
         who = f"pid {creds.pid} uid {creds.uid}" if creds else "unknown sender"
         if truncated:
-            log.warning("refusing oversized request from %s", who)
+            log.warning(f"refusing oversized request from {who}")
             return self.answer(address, protocol.Reply(False, "request too long", {}))
         if not protocol.authorized(creds):
-            log.warning("refusing request from %s: not permitted", who)
+            log.warning(f"refusing request from {who}: not permitted")
             return self.answer(address, protocol.Reply(False, "permission denied", {}))
         try:
             text = data.decode("utf-8").strip("\0\r\n\t ")
         except UnicodeDecodeError:
-            log.warning("refusing malformed request from %s: not UTF-8", who)
+            log.warning(f"refusing malformed request from {who}: not UTF-8")
             return self.answer(address, protocol.Reply(False, "malformed request", {}))
         if not text or "\n" in text or "/" in text:
-            log.warning("refusing malformed request from %s", who)
+            log.warning(f"refusing malformed request from {who}")
             return self.answer(address, protocol.Reply(False, "malformed request", {}))
         if text == protocol.STATUS:
             return self.answer(address, protocol.Reply(True, "", self.ports()))
         released = self.release(text)
         if released:
-            log.info(
-                "released %s for %s (%s)",
-                " ".join(str(h.port) for h in released),
-                text,
-                who,
-                extra={"PORTRESERVE_NAME": text},
-            )
+            ports = " ".join(net.port_text(h.port) for h in released)
+            log.info(f"released {ports} for {text} ({who})", PORTRESERVE_NAME=text)
         else:
-            log.debug("nothing held for %s (%s)", text, who)
+            log.debug(f"nothing held for {text} ({who})")
         self.answer(address, protocol.Reply(True, "", owners_by_port(released)))
 
     def answer(self, address: str | None, reply: protocol.Reply) -> None:
@@ -199,7 +200,7 @@ class Holder:
             self.control.sendto(reply.encode(), address)
         except OSError as e:
             # The client went away or its buffer is full: its loss, not ours.
-            log.debug("cannot answer %r: %s", address, e)
+            log.debug(f"cannot answer {address!r}: {e}")
 
     # -- releasing -----------------------------------------------------------
 
@@ -208,7 +209,7 @@ class Holder:
         released when any of them is."""
         drop = [h for h in self.held if name == protocol.ALL or name in h.owners]
         for entry in drop:
-            if entry.port.proto is Proto.UDP or entry.listening:
+            if entry.port[1] == "udp" or entry.listening:
                 self.selector.unregister(entry.sock)
             entry.sock.close()
         self.held = [h for h in self.held if h not in drop]
@@ -246,12 +247,12 @@ class Holder:
         self.selector.close()
 
 
-def create_control_socket(path: Path) -> socket.socket:
+def create_control_socket(path: str) -> socket.socket:
     """The standalone holder's control socket (under systemd: portreserve.socket)."""
-    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
     try:
-        probe.connect(os.fspath(path))
+        probe.connect(path)
     except (FileNotFoundError, ConnectionRefusedError):
         pass  # stale or absent
     else:
@@ -259,13 +260,13 @@ def create_control_socket(path: Path) -> socket.socket:
     finally:
         probe.close()
     try:
-        path.unlink()
+        os.unlink(path)
     except FileNotFoundError:
         pass
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
     old = os.umask(0o177)
     try:
-        sock.bind(os.fspath(path))
+        sock.bind(path)
     finally:
         os.umask(old)
     return sock
@@ -287,7 +288,7 @@ def holder_from_systemd(fds: dict[int, str]) -> Holder:
     return holder
 
 
-def holder_standalone(config: Config, control_path: Path) -> Holder:
+def holder_standalone(config: Config, control_path: str) -> Holder:
     raise_fd_limit(len(config.owners()))
     holder = Holder()
     holder.attach_control(create_control_socket(control_path))

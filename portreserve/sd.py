@@ -1,4 +1,4 @@
-"""The only module that imports systemd-python.
+"""The only module that imports systemd-python (log.py aside, for the journal).
 
 Everything is imported lazily: portrelease never needs it, and the holder only
 when systemd started it.
@@ -6,7 +6,6 @@ when systemd started it.
 
 from __future__ import annotations
 
-import logging
 import os
 
 
@@ -40,16 +39,4 @@ def notify(state: str, fds: list[int] | None = None) -> bool:
     return ok
 
 
-def journal_handler(identifier: str) -> logging.Handler | None:
-    """A journal log handler when journald is reachable, else None."""
-    if not os.path.exists("/run/systemd/journal/socket"):
-        return None
-    try:
-        from systemd import journal
-    except ImportError:
-        return None
-    handler: logging.Handler = journal.JournalHandler(SYSLOG_IDENTIFIER=identifier)
-    return handler
-
-
-__all__ = ["journal_handler", "listen_fds_with_names", "notify"]
+__all__ = ["listen_fds_with_names", "notify"]
