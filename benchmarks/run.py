@@ -353,7 +353,8 @@ def report(settings: Settings, small: bool, info: dict[str, str], results: Any,
         "",
         f"{settings.rounds} releases per row, each with N reservations held (under systemd the name is "
         "reserved again with `systemctl start portreserve@NAME.service` after each release; standalone "
-        "the holder is restarted, outside the timing). *Bindable*: `bind()` of `[::]` dual-stack "
+        "the holder is restarted, outside the timing; then no systemd job queued and 0.25 s of quiet before "
+        "each timed release). *Bindable*: `bind()` of `[::]` dual-stack "
         "(IPV6_V6ONLY=0: IPv4 and IPv6) with SO_REUSEADDR, by the measuring process, at once when "
         "portrelease returns and then polled.",
         "",
@@ -468,7 +469,10 @@ def report(settings: Settings, small: bool, info: dict[str, str], results: Any,
             for label, key in (
                 ("`python3 -I -c pass` (the interpreter alone)", "python_I_pass"),
                 ("`python3 -I -S -c pass` (the same without site)", "python_IS_pass"),
-                ("`python3 -I -c 'import portreserve.release'` (portrelease's imports)", "import_release"),
+                (
+                    "`python3 -I -S -c 'import portreserve.release'` (portrelease's imports, as its shim runs)",
+                    "import_release",
+                ),
                 ("`python3 -I -c 'import portreserve.generator'` (the generator's imports)", "import_generator"),
                 ("`systemctl show -P ActiveState portreserve.service` (one systemctl call)", "systemctl_show"),
             )
