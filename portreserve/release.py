@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 ACTIVE_STATES = ("active", "activating", "reloading", "deactivating")
+ALL_UNIT = "portreserve.target"  # units.ALL_UNIT, without importing units
 
 Port = tuple[int, str]
 
@@ -221,6 +222,10 @@ class Release:
         if not to_stop:
             self.say(f"{' '.join(requested)}: nothing reserved any more")
             return EXIT_OK
+        if protocol.ALL in requested:
+            # One unit instead of thousands: the grouping units are PartOf= it,
+            # and systemd stops them and their sockets in one transaction.
+            to_stop = {ALL_UNIT: None}
         # Then systemd closes its own copies.  --no-block: what counts is that
         # the ports can be bound, which wait() checks, and the grouping units'
         # ExecStop= need not be waited for.

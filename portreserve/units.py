@@ -16,6 +16,10 @@ CONTROL_UNIT = "portreserve.socket"
 # holder could not receive the new fd anyway: this unit makes it step aside
 # first.  Its ConditionPathExists= keeps it from running (at no cost) at boot.
 STEP_ASIDE_UNIT = "portreserve-step-aside.service"
+# Every grouping unit is PartOf= it: `portrelease '*'` stops this one unit and
+# systemd stops all the others in a single transaction, instead of portrelease
+# asking for thousands of stop jobs one D-Bus call at a time.
+ALL_UNIT = "portreserve.target"
 
 # Units that call bindresvport() and may start before sockets.target: Debian's
 # rpcbind.service and rpc-statd.service have DefaultDependencies=no.  Ordering
@@ -95,7 +99,7 @@ def render_socket_unit(port: Port, owners: Sequence[Reservation], scope: Scope) 
 
 def render_group_unit(reservation: Reservation, scope: Scope) -> str:
     sockets = [socket_unit(p) for p in reservation.ports]
-    wants = " ".join([*sockets, HOLDER_UNIT, STEP_ASIDE_UNIT] if sockets else [])
+    wants = " ".join([*sockets, HOLDER_UNIT, STEP_ASIDE_UNIT, ALL_UNIT] if sockets else [ALL_UNIT])
     lines = [
         HEADER,
         "[Unit]",
@@ -107,11 +111,12 @@ def render_group_unit(reservation: Reservation, scope: Scope) -> str:
         # spawn 1000 ExecStop= processes for nothing; the sockets close anyway.
         "Before=sockets.target",
     ]
+    lines += [f"Wants={wants}", f"PartOf={ALL_UNIT}"]
     if sockets:
         # Before= the sockets: stop jobs run in reverse order, so a stop of this
         # unit alone completes only after its sockets are closed, and then its
         # ExecStop= makes the holder drop the last copies.
-        lines += [f"Wants={wants}", f"Before={' '.join(sockets)}"]
+        lines += [f"Before={' '.join(sockets)}"]
     lines += [
         "",
         "[Service]",

@@ -257,6 +257,8 @@ check s8_holder_back systemctl is-active portreserve.service
 # 6. release everything: the holder exits 0, nothing failed, nothing restarts
 check s6_release_all portrelease '*'
 check s6_all_free portcheck free 600/udp 601/udp 602/udp 603/udp 700/tcp 1112/tcp
+check s6_groups_stopped eventually bash -c '[ -z "$(systemctl list-units --no-legend --plain --state=active \
+    "portreserve@*" "portreserve-*.socket")" ]'
 check s6_holder_gone eventually bash -c 'unit_state portreserve.service | tr "\n" " " | grep -x "inactive success "'
 check s6_no_failed no_failed_units
 invocation=$(systemctl show -P InvocationID portreserve.service)
@@ -343,6 +345,7 @@ def test_s5_a_port_in_two_files_is_released_by_either(realistic: BootResult, che
     [
         "s6_release_all",
         "s6_all_free",
+        "s6_groups_stopped",
         "s6_holder_gone",
         "s6_no_failed",
         "s6_still_no_failed",

@@ -104,7 +104,9 @@ def test_shared_port_is_one_socket_part_of_both_names(tmp_path: Path) -> None:
         "portreserve-631-udp.socket",
         "portreserve.service",
         "portreserve-step-aside.service",
+        "portreserve.target",
     ]
+    assert group["Unit"]["PartOf"] == "portreserve.target"
 
 
 def test_bad_config_logs_file_and_line_and_exits_zero(tmp_path: Path) -> None:
