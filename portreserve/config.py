@@ -7,14 +7,11 @@ ConfigError values so that one bad line never costs the other reservations.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import os
-import re
 import stat
 from collections.abc import Iterable
 from pathlib import Path
-from typing import NamedTuple
 
 SYSTEM_CONFIG_DIRS = (Path("/usr/lib/portreserve"), Path("/etc/portreserve"))
 SERVICES_FILE = Path("/etc/services")
@@ -29,41 +26,83 @@ class Proto(enum.StrEnum):
     UDP = "udp"
 
 
-class Port(NamedTuple):
-    """A port and protocol.  A tuple, so that the import-free code of
-    portrelease can use plain (number, "tcp") tuples: they compare equal."""
+# Value types are tuple subclasses rather than dataclasses or NamedTuples:
+# the generator runs at every boot and daemon-reload, and dataclasses and
+# typing would add 8 ms of imports to it.  Being tuples they compare and hash
+# by value, and a Port equals the plain (number, "tcp") tuples portrelease uses.
 
-    number: int
-    proto: Proto
+
+class Port(tuple[int, Proto]):
+    __slots__ = ()
+
+    def __new__(cls, number: int, proto: Proto) -> Port:
+        return super().__new__(cls, (number, proto))
+
+    @property
+    def number(self) -> int:
+        return self[0]
+
+    @property
+    def proto(self) -> Proto:
+        return self[1]
 
     def __str__(self) -> str:
-        return f"{self.number}/{self.proto}"
+        return f"{self[0]}/{self[1]}"
+
+    def __repr__(self) -> str:
+        return f"Port({self[0]}, {self[1]!r})"
 
 
-@dataclasses.dataclass(frozen=True)
-class ConfigError:
-    path: Path
-    line: int | None
-    message: str
+class ConfigError(tuple[Path, int | None, str]):
+    """One problem in the configuration: file, line (None: the whole file), what."""
+
+    __slots__ = ()
+
+    def __new__(cls, path: Path, line: int | None, message: str) -> ConfigError:
+        return super().__new__(cls, (path, line, message))
+
+    @property
+    def path(self) -> Path:
+        return self[0]
+
+    @property
+    def line(self) -> int | None:
+        return self[1]
+
+    @property
+    def message(self) -> str:
+        return self[2]
 
     def __str__(self) -> str:
         where = f"{self.path}:{self.line}" if self.line is not None else str(self.path)
         return f"{where}: {self.message}"
 
 
-@dataclasses.dataclass(frozen=True)
-class Reservation:
+class Reservation(tuple[str, tuple[Port, ...], Path]):
     """All ports one config file (one service name) asks to hold."""
 
-    name: str
-    ports: tuple[Port, ...]
-    source: Path
+    __slots__ = ()
+
+    def __new__(cls, name: str, ports: tuple[Port, ...], source: Path) -> Reservation:
+        return super().__new__(cls, (name, ports, source))
+
+    @property
+    def name(self) -> str:
+        return self[0]
+
+    @property
+    def ports(self) -> tuple[Port, ...]:
+        return self[1]
+
+    @property
+    def source(self) -> Path:
+        return self[2]
 
 
-@dataclasses.dataclass
 class Config:
-    reservations: list[Reservation] = dataclasses.field(default_factory=list)
-    errors: list[ConfigError] = dataclasses.field(default_factory=list)
+    def __init__(self, reservations: list[Reservation] | None = None, errors: list[ConfigError] | None = None) -> None:
+        self.reservations: list[Reservation] = reservations if reservations is not None else []
+        self.errors: list[ConfigError] = errors if errors is not None else []
 
     def owners(self) -> dict[Port, list[Reservation]]:
         """Every reserved port with the reservations that list it, in port order."""
@@ -104,7 +143,11 @@ def load_services(path: Path = SERVICES_FILE) -> Services:
         return {}
 
 
-_RANGE = re.compile(r"(\d+)-(\d+)")
+def parse_range(spec: str) -> tuple[int, int] | None:
+    low, dash, high = spec.partition("-")
+    if dash and low.isdigit() and high.isdigit() and low.isascii() and high.isascii():
+        return int(low), int(high)
+    return None
 
 
 def parse_entry(entry: str, services: Services) -> tuple[list[Port], str | None]:
@@ -122,9 +165,9 @@ def parse_entry(entry: str, services: Services) -> tuple[list[Port], str | None]
     else:
         protos = (Proto.TCP, Proto.UDP)
 
-    m = _RANGE.fullmatch(spec)
-    if spec.isdigit() or m:
-        low, high = (int(m[1]), int(m[2])) if m else (int(spec), int(spec))
+    bounds = parse_range(spec) or ((int(spec), int(spec)) if spec.isdigit() and spec.isascii() else None)
+    if bounds:
+        low, high = bounds
         for number in (low, high):
             if not 1 <= number <= 65535:
                 return [], f"port {number} out of range (1-65535)"
@@ -212,7 +255,7 @@ def config_files(dirs: Iterable[Path]) -> tuple[dict[str, Path], list[ConfigErro
         for name in names:
             if is_config_name(name):
                 chosen[name] = directory / name
-    masked = [name for name, path in chosen.items() if os.path.realpath(path) == "/dev/null"]
+    masked = [name for name, path in chosen.items() if os.path.islink(path) and os.path.realpath(path) == "/dev/null"]
     for name in masked:
         del chosen[name]
     return dict(sorted(chosen.items())), errors

@@ -17,6 +17,8 @@ _HEX = frozenset("0123456789abcdefABCDEF")
 def escape(name: str) -> str:
     """Escape like ``systemd-escape``: anything outside [A-Za-z0-9:_.] and a
     leading '.' become \\xNN per UTF-8 byte."""
+    if _SAFE.issuperset(name) and not name.startswith("."):
+        return name  # the common case, and the generator escapes thousands of names
     out = []
     for i, byte in enumerate(name.encode("utf-8", "surrogateescape")):
         char = chr(byte)

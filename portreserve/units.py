@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 
 from . import names
@@ -54,12 +53,12 @@ def systemd_quote(text: str) -> str:
     return text.replace("%", "%%").replace("\\", "\\\\").replace("\n", " ")
 
 
-@dataclasses.dataclass(frozen=True)
 class Scope:
     """What differs between the system manager and a user manager."""
 
-    user: bool = False
-    sbindir: str = "/usr/sbin"
+    def __init__(self, user: bool = False, sbindir: str = "/usr/sbin") -> None:
+        self.user = user
+        self.sbindir = sbindir
 
     @property
     def before(self) -> tuple[str, ...]:
