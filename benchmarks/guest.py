@@ -396,12 +396,12 @@ def cmd_release(args: argparse.Namespace) -> dict[str, Any]:
             continue
         t0 = perf()
         # Every re-reservation runs portreserve-step-aside.service and restarts
-        # the holder, and both units have systemd's default start limit (5
-        # starts in 10 s).  Past it the step-aside fails and the new socket is
+        # the holder, and these units (and the grouping unit) have systemd's
+        # default start limit (5 starts in 10 s).  Past it the step-aside fails and the new socket is
         # refused ("service already active"), or the holder fails and takes
         # every socket unit with it.  Forget the counts before each start (a
         # product issue, reported with the results).
-        systemctl("reset-failed", HOLDER_UNIT, STEP_ASIDE_UNIT)
+        systemctl("reset-failed", HOLDER_UNIT, STEP_ASIDE_UNIT, f"portreserve@{name}.service")
         systemctl("start", f"portreserve@{name}.service")
         wait_holding(args.count)
         if not wait_for(lambda held=port: not bindable(held)):  # type: ignore[misc]
