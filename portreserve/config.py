@@ -127,10 +127,12 @@ def parse_services(text: str) -> Services:
         if len(fields) < 2:
             continue
         number, _, proto = fields[1].partition("/")
-        if not number.isdigit() or proto not in ("tcp", "udp"):
+        if not number.isdigit():
             continue
         for name in (fields[0], *fields[2:]):
-            services.setdefault(name, {}).setdefault(Proto(proto), int(number))
+            ports = services.setdefault(name, {})  # {}: known, but not for tcp or udp (ddp, sctp)
+            if proto in ("tcp", "udp"):
+                ports.setdefault(Proto(proto), int(number))
     return services
 
 
@@ -180,8 +182,10 @@ def parse_entry(entry: str, services: Services) -> tuple[list[Port], str | None]
     if not spec:
         return [], "empty service name"
     defined = services.get(spec)
-    if not defined:
+    if defined is None:
         return [], f"unknown service '{spec}' (not in /etc/services)"
+    if not defined:
+        return [], f"service '{spec}' is in /etc/services only for protocols other than tcp and udp"
     if slash:
         if protos[0] not in defined:
             return [], f"service '{spec}' is not defined for {protos[0]} in /etc/services"

@@ -82,6 +82,9 @@ def render_socket_unit(port: Port, owners: Sequence[Reservation], scope: Scope) 
         "Documentation=man:portreserve(8)\n"
         f"SourcePath={systemd_quote(str(owners[0].source))}\n"
         "DefaultDependencies=no\n"
+        # Released and reserved again quickly, a name must not run into the
+        # default start limit (5 in 10 s): a failed socket releases its port.
+        "StartLimitIntervalSec=0\n"
         "Conflicts=shutdown.target\n"
         f"Before=shutdown.target {' '.join(scope.before)}\n"
         f"After={STEP_ASIDE_UNIT}\n"
@@ -106,6 +109,7 @@ def render_group_unit(reservation: Reservation, scope: Scope) -> str:
         "Documentation=man:portreserve(8)",
         f"SourcePath={systemd_quote(str(reservation.source))}",
         "DefaultDependencies=no",
+        "StartLimitIntervalSec=0",
         # No Conflicts=shutdown.target: stopping 1000 of these at shutdown would
         # spawn 1000 ExecStop= processes for nothing; the sockets close anyway.
         "Before=sockets.target",

@@ -237,6 +237,9 @@ check s4_others_held portcheck bound 1112/tcp 1112/udp 700/tcp 701/tcp 702/tcp
 # the grouping unit starts before its sockets (so that its stop waits for
 # theirs): right after `systemctl start` returns they may still be starting
 check s4_start_again bash -c 'systemctl start portreserve@nis.service && eventually portcheck bound 600/udp 603/udp'
+# released and reserved again, six times within seconds: no start limit fails it
+check s4_repeat bash -c 'for i in 1 2 3 4 5 6; do portrelease nis && systemctl start portreserve@nis.service || exit 1
+    done; eventually portcheck bound 600/udp 603/udp && no_failed_units'
 
 # 5. a port in two files: releasing either frees it; the other's other ports stay
 check s5_release_shared1 portrelease shared1
@@ -328,7 +331,7 @@ def test_s3_consumers_release_and_bind_on_first_try(realistic: BootResult, check
     assert_check(realistic, check)
 
 
-@pytest.mark.parametrize("check", ["s4_stop_group", "s4_freed", "s4_others_held", "s4_start_again"])
+@pytest.mark.parametrize("check", ["s4_stop_group", "s4_freed", "s4_others_held", "s4_start_again", "s4_repeat"])
 def test_s4_stopping_the_grouping_unit_frees_exactly_that_name(realistic: BootResult, check: str) -> None:
     assert_check(realistic, check)
 

@@ -43,7 +43,11 @@ def error_of(entry: str) -> str:
 def test_services_aliases_and_first_entry_win() -> None:
     assert SERVICES["portmapper"] == {TCP: 111, UDP: 111}
     assert SERVICES["webcache"] == {TCP: 8080}
-    assert "sctponly" not in SERVICES
+    assert SERVICES["sctponly"] == {}  # known, but for neither tcp nor udp
+
+
+def test_name_defined_only_for_other_protocols() -> None:
+    assert "only for protocols other than tcp and udp" in error_of("sctponly")
 
 
 def test_name_without_suffix_takes_every_protocol_it_is_defined_for() -> None:
