@@ -126,7 +126,7 @@ class Holder:
                 # No SO_REUSEADDR and, for TCP, no listen(): bound but not
                 # listening, so the kernel itself refuses connections, as the
                 # original did.
-                sock = net.bind_port(port, ipv6)
+                sock = socket.socket(fileno=net.bind_port(port, ipv6).detach())
             except OSError as e:
                 log.error(
                     f"cannot reserve {net.port_text(port)} for {', '.join(owner_names)}: "

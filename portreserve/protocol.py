@@ -11,8 +11,9 @@ port, 'PORT/PROTO NAME[,NAME...]' with the names escaped as in unit names.
 
 from __future__ import annotations
 
+# _socket is the C module behind socket: see net.py.
+import _socket as socket
 import os
-import socket
 import struct
 
 from . import names
@@ -90,8 +91,11 @@ def request(path: str | os.PathLike[str], text: str, timeout: float) -> Reply:
     Raises FileNotFoundError or ConnectionRefusedError when no holder listens,
     TimeoutError when it does not answer in time.
     """
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+    try:
         sock.bind("")  # autobind an abstract address, so the holder can answer
         sock.settimeout(timeout)
         sock.sendto(text.encode("utf-8", "surrogateescape"), os.fspath(path))
         return Reply.decode(sock.recv(MAX_REPLY))
+    finally:
+        sock.close()
