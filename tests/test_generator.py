@@ -94,7 +94,10 @@ def parse_unit(path: Path) -> configparser.ConfigParser:
 def test_shared_port_is_one_socket_part_of_both_names(tmp_path: Path) -> None:
     run_generator(*config_args(GOLDEN / "realistic"), tmp_path)
     unit = parse_unit(tmp_path / "portreserve-631-tcp.socket")
-    assert unit["Unit"]["PartOf"] == "portreserve@cups.service portreserve@my\\x20printer.service"
+    assert (
+        unit["Unit"]["PartOf"]
+        == "portreserve@cups.service portreserve@my\\x20printer.service portreserve-sockets.target"
+    )
     assert unit["Socket"]["FileDescriptorName"] == "cups,my\\x20printer"
     assert unit["Socket"]["BindIPv6Only"] == "both"
     assert unit["Socket"]["Service"] == "portreserve.service"
