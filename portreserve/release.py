@@ -231,7 +231,9 @@ class Release:
             if status != 0:
                 return self.fail(f"systemctl stop failed (exit status {status})")
             result = self.wait(released)
-            self.systemctl("stop", "--no-block", ALL_UNIT)
+            # Not waited for: with thousands of grouping units PID 1 is busy
+            # for seconds forking their ExecStop=, and would answer late.
+            spawn.start(["systemctl", *(["--user"] if self.user else []), "--no-block", "stop", ALL_UNIT])
             return result
         # Then systemd closes its own copies.  --no-block: what counts is that
         # the ports can be bound, which wait() checks, and the grouping units'
