@@ -251,14 +251,10 @@ class Release:
         for group in chosen:
             units[group] = None
             units.update(dict.fromkeys(names.sockets_of_group(os.path.join(generator_dir, group))))
-        status, output = self.systemctl("show", "--property=Id,ActiveState", "--", *units, capture=True)
-        if status != 0:
-            return self.fail(f"systemctl show failed (exit status {status})")
-        active = []
-        for block in output.split("\n\n"):
-            props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
-            if props.get("ActiveState") in ACTIVE_STATES:
-                active.append(props["Id"])
+        shown = spawn.show(self.user, list(units), ["ActiveState"])
+        if shown is None:
+            return self.fail("systemctl show failed")
+        active = [unit for unit, props in shown.items() if props.get("ActiveState") in ACTIVE_STATES]
         if not active:
             self.say(f"{' '.join(requested)}: nothing reserved any more")
             return EXIT_OK

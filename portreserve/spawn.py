@@ -56,3 +56,19 @@ def run(argv: list[str], capture: bool = False) -> tuple[int, str]:
 
 def systemctl(user: bool, *args: str, capture: bool = False) -> tuple[int, str]:
     return run(["systemctl", *(["--user"] if user else []), "--no-ask-password", *args], capture)
+
+
+def show(user: bool, units: list[str], properties: list[str]) -> dict[str, dict[str, str]] | None:
+    """`systemctl show` for many units in one call: {unit: {property: value}};
+    None when systemctl failed."""
+    if not units:
+        return {}
+    status, output = systemctl(user, "show", f"--property=Id,{','.join(properties)}", "--", *units, capture=True)
+    if status != 0:
+        return None
+    shown: dict[str, dict[str, str]] = {}
+    for block in output.split("\n\n"):
+        props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        if "Id" in props:
+            shown[props["Id"]] = props
+    return shown

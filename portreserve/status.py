@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import net, paths, protocol, systemd_units, units
+from . import names, net, paths, protocol, spawn, units
 from .config import Port, load_config, load_services
 
 
@@ -23,14 +23,23 @@ class PortState:
     detail: str = ""
 
 
+def group_files(generator_dir: Path) -> dict[str, Path]:
+    """Every grouping unit the generator wrote: {unit name: path}."""
+    try:
+        entries = os.listdir(generator_dir)
+    except OSError:
+        return {}
+    return {n: generator_dir / n for n in sorted(entries) if names.name_of_group_unit(n) is not None}
+
+
 def systemd_state(user: bool) -> dict[str, list[PortState]] | None:
-    groups = systemd_units.group_files(paths.generator_dir(user))
+    groups = group_files(paths.generator_dir(user))
     if not groups:
         return None
-    sockets = {g: systemd_units.sockets_of_group(p) for g, p in groups.items()}
+    sockets = {g: names.sockets_of_group(str(p)) for g, p in groups.items()}
     every = list(groups) + sorted({s for socks in sockets.values() for s in socks})
-    shown = systemd_units.show(user, every, ["ActiveState", "SubState", "Result"])
-    names: dict[str, list[PortState]] = {}
+    shown = spawn.show(user, every, ["ActiveState", "SubState", "Result"]) or {}
+    by_name: dict[str, list[PortState]] = {}
     for group, socks in sockets.items():
         states = []
         for unit in socks:
@@ -46,8 +55,8 @@ def systemd_state(user: bool) -> dict[str, list[PortState]] | None:
                 states.append(PortState(port, "released", in_use(port)))
             else:
                 states.append(PortState(port, active))
-        names[units.name_of_group_unit(group) or group] = states
-    return names
+        by_name[units.name_of_group_unit(group) or group] = states
+    return by_name
 
 
 def taken_by(port: Port) -> str:
@@ -68,8 +77,8 @@ def standalone_state(args: argparse.Namespace) -> dict[str, list[PortState]]:
         held = protocol.request(args.socket or paths.control_socket(args.user), protocol.STATUS, 2.0).ports
     except (OSError, TimeoutError):
         held = {}
-    held_by = {(p, units.unescape(n)) for p, names in held.items() for n in names}
-    names: dict[str, list[PortState]] = {}
+    held_by = {(p, units.unescape(n)) for p, owners in held.items() for n in owners}
+    by_name: dict[str, list[PortState]] = {}
     for reservation in config.reservations:
         states = []
         for port in reservation.ports:
@@ -79,16 +88,16 @@ def standalone_state(args: argparse.Namespace) -> dict[str, list[PortState]]:
                 states.append(PortState(port, "held", "by another name's reservation"))
             else:
                 states.append(PortState(port, "released", in_use(port)))
-        names[reservation.name] = states
-    return names
+        by_name[reservation.name] = states
+    return by_name
 
 
 def run_status(args: argparse.Namespace) -> int:
     scope = "user" if args.user else "system"
-    names = None if args.socket else systemd_state(args.user)
-    mode = "systemd" if names is not None else "standalone"
-    if names is None:
-        names = standalone_state(args)
+    by_name = None if args.socket else systemd_state(args.user)
+    mode = "systemd" if by_name is not None else "standalone"
+    if by_name is None:
+        by_name = standalone_state(args)
     if args.json:
         document = {
             "scope": scope,
@@ -98,19 +107,19 @@ def run_status(args: argparse.Namespace) -> int:
                     {"port": s.port.number, "proto": str(s.port.proto), "state": s.state, "detail": s.detail}
                     for s in st
                 ]
-                for n, st in names.items()
+                for n, st in by_name.items()
             },
         }
         json.dump(document, sys.stdout, indent=2)
         print()
         return 0
     print(f"Scope: {scope} ({mode})")
-    if not names:
+    if not by_name:
         print("No reservations.")
         return 0
-    width = max(4, *(len(n) for n in names))
+    width = max(4, *(len(n) for n in by_name))
     print(f"{'NAME':<{width}}  {'PORT':<11}  {'STATE':<8}  DETAIL")
-    for name, states in names.items():
+    for name, states in by_name.items():
         if not states:
             print(f"{name:<{width}}  {'-':<11}  {'-':<8}  no valid entries")
         for s in states:
@@ -122,22 +131,22 @@ def run_reload(args: argparse.Namespace) -> int:
     """daemon-reload, then start the reservations that were never active since
     boot; released ones stay released.  (portreserve-step-aside.service makes a
     running holder make way and come back with the new sockets.)"""
-    result = systemd_units.systemctl(args.user, "daemon-reload")
-    if result.returncode != 0:
-        print(f"portreserve: daemon-reload failed: {result.stderr.strip()}", file=sys.stderr)
+    status, _ = spawn.systemctl(args.user, "daemon-reload")
+    if status != 0:
+        print("portreserve: daemon-reload failed", file=sys.stderr)
         return 1
-    groups = list(systemd_units.group_files(paths.generator_dir(args.user)))
-    shown = systemd_units.show(args.user, groups, ["ActiveState", "ActiveEnterTimestampMonotonic"])
+    groups = list(group_files(paths.generator_dir(args.user)))
+    shown = spawn.show(args.user, groups, ["ActiveState", "ActiveEnterTimestampMonotonic"]) or {}
     new = [g for g in groups if shown.get(g, {}).get("ActiveEnterTimestampMonotonic", "0") == "0"]
     if not new:
         return 0
     # The groups with their sockets, in one call: systemctl waits for them all.
-    sockets = [s for g in new for s in systemd_units.sockets_of_group(paths.generator_dir(args.user) / g)]
-    result = systemd_units.systemctl(args.user, "start", "--", *new, *sockets)
-    if result.returncode != 0:
-        print(f"portreserve: starting {' '.join(new)} failed: {result.stderr.strip()}", file=sys.stderr)
+    sockets = [s for g in new for s in names.sockets_of_group(str(paths.generator_dir(args.user) / g))]
+    status, _ = spawn.systemctl(args.user, "start", "--", *new, *sockets)
+    if status != 0:
+        print(f"portreserve: starting {' '.join(new)} failed", file=sys.stderr)
     print("reserved " + " ".join(units.name_of_group_unit(g) or g for g in new))
-    return 0 if result.returncode == 0 else 1
+    return 0 if status == 0 else 1
 
 
 def is_holder(pid: int) -> bool:
@@ -168,12 +177,12 @@ def run_step_aside(args: argparse.Namespace) -> int:
     os.close(pidfd)
     # Wait until systemd has seen it go: the sockets' start jobs run next.
     for _ in range(200):
-        state = systemd_units.show(args.user, [units.HOLDER_UNIT], ["ActiveState"])
+        state = spawn.show(args.user, [units.HOLDER_UNIT], ["ActiveState"]) or {}
         if state.get(units.HOLDER_UNIT, {}).get("ActiveState") not in ("active", "deactivating", "reloading"):
             break
         time.sleep(0.01)
     # Queued now, this start job waits for the new sockets (it is ordered after them).
-    systemd_units.systemctl(args.user, "start", "--no-block", units.HOLDER_UNIT)
+    spawn.systemctl(args.user, "start", "--no-block", units.HOLDER_UNIT)
     return 0
 
 
