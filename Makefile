@@ -11,8 +11,13 @@ DOCDIR ?= $(PREFIX)/share/doc/portreserve
 MANDIR ?= $(PREFIX)/share/man
 
 VENV ?= .venv
+# What the tests and the demo need from Debian: the installed tools run on
+# /usr/bin/python3 with python3-systemd and python3-xdg inside the test boots;
+# systemd-python builds from source in the venv.
+DEB_PACKAGES = systemd python3 python3-dev python3-venv python3-systemd python3-xdg \
+	libsystemd-dev pkg-config gcc util-linux
 
-.PHONY: all install uninstall check test lint demo bench venv clean
+.PHONY: all install uninstall deps test lint demo bench venv clean
 
 all:
 	@echo "Nothing to build.  Try: make install DESTDIR=... PREFIX=/usr, make test, make demo"
@@ -56,7 +61,14 @@ uninstall:
 	rm -rf $(DESTDIR)$(DOCDIR)
 	rm -f $(DESTDIR)$(MANDIR)/man8/portreserve.8 $(DESTDIR)$(MANDIR)/man8/portrelease.8
 
-$(VENV)/.done: setup.cfg pyproject.toml
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(VENV)/.done: setup.cfg pyproject.toml | deps
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q -e '.[test]'
 	touch $@
