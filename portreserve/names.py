@@ -83,10 +83,6 @@ def owners_of_fdname(text: str) -> list[str]:
     return [unescape(part) for part in text.split(",") if part]
 
 
-def port_text(number: int, proto: str) -> str:
-    return f"{number}/{proto}"
-
-
 def parse_port_text(text: str) -> tuple[int, str] | None:
     number, _, proto = text.partition("/")
     if number.isdigit() and number.isascii() and proto in PROTOCOLS:
