@@ -62,10 +62,12 @@ def group_unit(name: str) -> str:
     return f"{GROUP_PREFIX}{escape(name)}{GROUP_SUFFIX}"
 
 
+def is_group_unit(unit: str) -> bool:
+    return unit.startswith(GROUP_PREFIX) and unit.endswith(GROUP_SUFFIX)
+
+
 def name_of_group_unit(unit: str) -> str | None:
-    if unit.startswith(GROUP_PREFIX) and unit.endswith(GROUP_SUFFIX):
-        return unescape(unit[len(GROUP_PREFIX) : -len(GROUP_SUFFIX)])
-    return None
+    return unescape(unit[len(GROUP_PREFIX) : -len(GROUP_SUFFIX)]) if is_group_unit(unit) else None
 
 
 def fdname_escape(name: str) -> str:

@@ -297,7 +297,9 @@ class Release:
                 entries = os.listdir(generator_dir)
             except OSError:
                 entries = []
-            groups = {e for e in entries if names.name_of_group_unit(e) is not None}
+            # A prefix test, not name_of_group_unit(): no unescaping of every
+            # entry of a directory that may hold thousands of units.
+            groups = {e for e in entries if names.is_group_unit(e)}
             if groups:
                 return self.under_systemd(generator_dir, groups)
         return self.standalone()

@@ -29,7 +29,7 @@ def group_files(generator_dir: Path) -> dict[str, Path]:
         entries = os.listdir(generator_dir)
     except OSError:
         return {}
-    return {n: generator_dir / n for n in sorted(entries) if names.name_of_group_unit(n) is not None}
+    return {n: generator_dir / n for n in sorted(entries) if names.is_group_unit(n)}
 
 
 def systemd_state(user: bool) -> dict[str, list[PortState]] | None:
