@@ -97,23 +97,19 @@ def test_holder_escaped_fdnames_are_owner_names(reaper: Reaper, workdir: Path) -
     assert holder.wait_exit() == 0
 
 
-def test_real_systemd_socket_activate_starts_the_holder(reaper: Reaper, workdir: Path) -> None:
-    """systemd-socket-activate -l PORT --fdname=NAME: the real LISTEN_FDS path.
-
-    It waits for the first connection, then execs the holder in its own pid."""
+def socket_activate(
+    reaper: Reaper, workdir: Path, notify: NotifyListener, log: Path, listen: list[str]
+) -> subprocess.Popen[bytes]:
+    """The holder (-d, control socket in workdir) behind the real
+    systemd-socket-activate, which execs it on the first traffic."""
     activate = shutil.which("systemd-socket-activate") or "/usr/bin/systemd-socket-activate"
-    [(port, probe)] = systemd_sockets(1, ("tcp",))
-    probe["tcp"].close()  # only wanted a free port
-    notify = NotifyListener(workdir / "notify")
     env = child_env()
-    log = workdir / "activate.log"
     with open(log, "wb") as out:
-        proc = reaper.popen(
+        return reaper.popen(
             subprocess.Popen(
                 [
                     activate,
-                    f"--listen={port}",
-                    "--fdname=web",
+                    *listen,
                     f"--setenv=NOTIFY_SOCKET={notify.path}",
                     f"--setenv=PYTHONPATH={env['PYTHONPATH']}",
                     PYTHON,
@@ -130,6 +126,17 @@ def test_real_systemd_socket_activate_starts_the_holder(reaper: Reaper, workdir:
                 stderr=out,
             )
         )
+
+
+def test_real_systemd_socket_activate_starts_the_holder(reaper: Reaper, workdir: Path) -> None:
+    """systemd-socket-activate -l PORT --fdname=NAME: the real LISTEN_FDS path.
+
+    It waits for the first connection, then execs the holder in its own pid."""
+    [(port, probe)] = systemd_sockets(1, ("tcp",))
+    probe["tcp"].close()  # only wanted a free port
+    notify = NotifyListener(workdir / "notify")
+    log = workdir / "activate.log"
+    proc = socket_activate(reaper, workdir, notify, log, [f"--listen={port}", "--fdname=web"])
     assert wait_until(lambda: f"Listening on [::]:{port}" in log.read_text(), 10), log.read_text()
 
     # The first connection triggers the exec; once up, the holder resets it.
@@ -151,38 +158,13 @@ def test_real_systemd_socket_activate_starts_the_holder(reaper: Reaper, workdir:
 
 
 def test_real_systemd_socket_activate_udp_and_control_socket(reaper: Reaper, workdir: Path) -> None:
-    activate = shutil.which("systemd-socket-activate") or "/usr/bin/systemd-socket-activate"
     [(port, probe)] = systemd_sockets(1, ("udp",))
     probe["udp"].close()
     ctl = workdir / "ctl"
     notify = NotifyListener(workdir / "notify")
-    env = child_env()
     log = workdir / "activate.log"
-    with open(log, "wb") as out:
-        proc = reaper.popen(
-            subprocess.Popen(
-                [
-                    activate,
-                    "--datagram",
-                    f"--listen={port}",
-                    f"--listen={ctl}",
-                    f"--fdname=dns:{CONTROL_FDNAME}",
-                    f"--setenv=NOTIFY_SOCKET={notify.path}",
-                    f"--setenv=PYTHONPATH={env['PYTHONPATH']}",
-                    PYTHON,
-                    "-m",
-                    "portreserve",
-                    "hold",
-                    "-d",
-                    f"--socket={workdir / 'ctl'}",
-                ],
-                env=env,
-                cwd=ROOT,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=out,
-            )
-        )
+    listen = ["--datagram", f"--listen={port}", f"--listen={ctl}", f"--fdname=dns:{CONTROL_FDNAME}"]
+    proc = socket_activate(reaper, workdir, notify, log, listen)
     assert wait_until(lambda: str(ctl) in log.read_text(), 10), log.read_text()
     # A datagram to the reserved port triggers the exec.
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
