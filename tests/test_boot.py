@@ -55,10 +55,25 @@ def unit(text: str) -> str:
     return textwrap.dedent(text).lstrip()
 
 
-def consumer(description: str, body: str) -> str:
+def consumer(description: str, release: str, ports: str, in_unit: str = "", in_service: str = "") -> str:
+    """A service that releases its name with ExecStartPre=portrelease (release
+    may carry an Exec prefix: "-cups", "+cups") and then binds ports, READY=1
+    once bound.  in_unit, in_service: extra lines for either section."""
+    prefix, name = (release[0], release[1:]) if release[0] in "-+" else ("", release)
     # After the rivals: what they try must still be reserved when they try it.
-    after = "After=rpcbind.service rpc-statd.service\n"
-    return unit(f"[Unit]\nDescription={description}\n{after}") + unit(body)
+    lines = [
+        "[Unit]",
+        f"Description={description}",
+        "After=rpcbind.service rpc-statd.service",
+        *in_unit.splitlines(),
+        "[Service]",
+        "Type=notify",
+        "NotifyAccess=all",
+        *in_service.splitlines(),
+        f"ExecStartPre={prefix}/usr/sbin/portrelease {name}",
+        f"ExecStart=/usr/local/bin/portcheck serve {ports}",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 @pytest.fixture(scope="session")
@@ -125,61 +140,20 @@ REALISTIC_FILES: dict[str, str | bytes | tuple[str | bytes, int]] = {
         """
     ),
     # consumers: the three ways a unit may ask for its port
-    "/etc/systemd/system/cups-test.service": consumer(
-        "cups stand-in",
-        """
-        [Service]
-        Type=notify
-        NotifyAccess=all
-        ExecStartPre=/usr/sbin/portrelease cups
-        ExecStart=/usr/local/bin/portcheck serve 631/tcp
-        """,
-    ),
-    "/etc/systemd/system/dovecot-test.service": consumer(
-        "dovecot stand-in",
-        """
-        [Service]
-        Type=notify
-        NotifyAccess=all
-        ExecStartPre=-/usr/sbin/portrelease dovecot
-        ExecStart=/usr/local/bin/portcheck serve 993/tcp 995/tcp
-        """,
-    ),
+    "/etc/systemd/system/cups-test.service": consumer("cups stand-in", "cups", "631/tcp"),
+    "/etc/systemd/system/dovecot-test.service": consumer("dovecot stand-in", "-dovecot", "993/tcp 995/tcp"),
     "/etc/systemd/system/slapd-test.service": consumer(
-        "slapd stand-in",
-        """
-        Requires=portreserve.service
-        After=portreserve.service
-        [Service]
-        Type=notify
-        NotifyAccess=all
-        ExecStartPre=/usr/sbin/portrelease slapd
-        ExecStart=/usr/local/bin/portcheck serve 636/tcp 636/udp
-        """,
+        "slapd stand-in", "slapd", "636/tcp 636/udp", in_unit="Requires=portreserve.service\nAfter=portreserve.service"
     ),
     "/etc/portreserve/webuser": "8443/tcp\n",
     "/etc/systemd/system/webuser-test.service": consumer(
-        "a consumer running as another user",
-        """
-        [Service]
-        Type=notify
-        NotifyAccess=all
-        User=nobody
-        ExecStartPre=+/usr/sbin/portrelease webuser
-        ExecStart=/usr/local/bin/portcheck serve 8443/tcp
-        """,
+        "a consumer running as another user", "+webuser", "8443/tcp", in_service="User=nobody"
     ),
     "/etc/systemd/system/spamd-test.service": consumer(
         "spamd stand-in, started later",
-        """
-        Wants=portreserve.service
-        After=portreserve.service
-        [Service]
-        Type=notify
-        NotifyAccess=all
-        ExecStartPre=/usr/sbin/portrelease spamd
-        ExecStart=/usr/local/bin/portcheck serve 783/tcp 783/udp
-        """,
+        "spamd",
+        "783/tcp 783/udp",
+        in_unit="Wants=portreserve.service\nAfter=portreserve.service",
     ),
 }
 
@@ -399,16 +373,7 @@ BAD_FILES: dict[str, str | bytes | tuple[str | bytes, int]] = {
         ExecStart=/usr/local/bin/portcheck serve 1200/tcp
         """
     ),
-    "/etc/systemd/system/good-test.service": consumer(
-        "consumer of good",
-        """
-        [Service]
-        Type=notify
-        NotifyAccess=all
-        ExecStartPre=/usr/sbin/portrelease good
-        ExecStart=/usr/local/bin/portcheck serve 993/tcp
-        """,
-    ),
+    "/etc/systemd/system/good-test.service": consumer("consumer of good", "good", "993/tcp"),
 }
 
 BAD_LINKS = {
@@ -515,14 +480,7 @@ USER_FILES: dict[str, str | bytes | tuple[str | bytes, int]] = {
     "/etc/xdg/portreserve/dev": "7000/tcp\n",  # overridden by the user's own file
     "/etc/skel/.config/portreserve/dev": "8080/tcp\n5173\n631/tcp\n",
     "/etc/skel/.config/systemd/user/web.service": consumer(
-        "a developer's web server",
-        """
-        [Service]
-        Type=notify
-        NotifyAccess=all
-        ExecStartPre=/usr/sbin/portrelease dev
-        ExecStart=/usr/local/bin/portcheck serve 8080/tcp 5173/tcp 5173/udp
-        """,
+        "a developer's web server", "dev", "8080/tcp 5173/tcp 5173/udp"
     ),
 }
 
