@@ -14,8 +14,8 @@ VENV ?= .venv
 # What the tests and the demo need from Debian: the installed tools run on
 # /usr/bin/python3 with python3-systemd and python3-xdg inside the test boots;
 # systemd-python builds from source in the venv.
-DEB_PACKAGES = systemd python3 python3-dev python3-venv python3-systemd python3-xdg \
-	libsystemd-dev pkg-config gcc util-linux
+DEB_PACKAGES = systemd python3 python3-venv python3-systemd python3-xdg python3-jeepney \
+	python3-hypothesis shellcheck util-linux
 
 .PHONY: all install uninstall deps test lint demo bench venv clean
 
@@ -69,8 +69,11 @@ deps:
 	fi
 
 $(VENV)/.done: setup.cfg pyproject.toml | deps
-	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install -q -e '.[test]'
+	# Debian's python3-systemd, python3-xdg and python3-jeepney, as on a real
+	# host: the venv sees the system's site-packages and adds only test tools.
+	$(PYTHON) -m venv --system-site-packages $(VENV)
+	$(VENV)/bin/pip install -q pytest ruff mypy hypothesis
+	$(VENV)/bin/pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
 venv: $(VENV)/.done
