@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from . import units
+from . import names, units
 from .config import Config, Services, load_config, load_services, unprivileged_port_start
 from .paths import config_dirs
 
@@ -60,15 +60,9 @@ def generate(config: Config, scope: units.Scope, log: Log) -> tuple[dict[str, st
         links[f"sockets.target.wants/{group}"] = f"../{group}"
 
     for port, owners in Config(reservations=usable).owners().items():
-        name = units.fdname([o.name for o in owners])
-        while len(name) > units.FDNAME_MAX and len(owners) > 1:
-            # Pathological: so many long names share one port that systemd would
-            # refuse the FileDescriptorName=.  Keep the first owners that fit.
-            dropped = owners[-1]
-            owners = owners[:-1]
-            log(LOG_ERR, f"{dropped.source}: too many names share {port}, '{dropped.name}' will not release it")
-            name = units.fdname([o.name for o in owners])
         files[units.socket_unit(port)] = units.render_socket_unit(port, owners, scope)
+    # Which name owns which ports, for the holder and portrelease.
+    files[names.MAP_FILE] = names.format_map([(r.name, [(p.number, str(p.proto)) for p in r.ports]) for r in usable])
     return files, links
 
 

@@ -9,6 +9,9 @@ GROUP_SUFFIX = ".service"
 SOCKET_PREFIX = "portreserve-"
 SOCKET_SUFFIX = ".socket"
 PROTOCOLS = ("tcp", "udp")
+# FileDescriptorName= of every generated socket unit, and of the control socket.
+RESERVED_FDNAME = "portreserve-port"
+CONTROL_FDNAME = "portreserve-control"
 
 _SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:_.")
 _HEX = frozenset("0123456789abcdefABCDEF")
@@ -68,21 +71,6 @@ def is_group_unit(unit: str) -> bool:
 
 def name_of_group_unit(unit: str) -> str | None:
     return unescape(unit[len(GROUP_PREFIX) : -len(GROUP_SUFFIX)]) if is_group_unit(unit) else None
-
-
-def fdname_escape(name: str) -> str:
-    # FileDescriptorName= refuses ':' (the separator of $LISTEN_FDNAMES) and
-    # control characters; systemd-escape keeps ':', so escape it as well.
-    return escape(name).replace(":", "\\x3a")
-
-
-def fdname(owners: list[str]) -> str:
-    """The owners of one socket, as the holder will see them in LISTEN_FDNAMES."""
-    return ",".join(fdname_escape(o) for o in owners)
-
-
-def owners_of_fdname(text: str) -> list[str]:
-    return [unescape(part) for part in text.split(",") if part]
 
 
 def parse_port_text(text: str) -> tuple[int, str] | None:

@@ -22,7 +22,7 @@ ALL = "*"
 STATUS = ".status"
 MAX_REQUEST = 1024  # longer than any file name (255 bytes) with room to spare
 MAX_REPLY = 1 << 20
-CONTROL_FDNAME = "portreserve-control"  # '-' never appears raw in an escaped name
+CONTROL_FDNAME = names.CONTROL_FDNAME
 
 _UCRED = struct.Struct("3i")
 
