@@ -186,8 +186,12 @@ def remove(path: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    if args.command in ("status", "reload", "step-aside"):
+    if args.command in ("status", "reload"):
         from . import status
 
         return status.COMMANDS[args.command](args)
+    if args.command == "step-aside":
+        from . import stepaside
+
+        return stepaside.run_step_aside(args)
     return run_holder(args)

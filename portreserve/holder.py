@@ -116,7 +116,7 @@ class Holder:
                 log.warning(f"ignoring fd {fd} ({name}): not a TCP or UDP socket")
                 sock.close()
                 continue
-            self.hold(sock, port, names.owners_of_fdname(name))
+            self.hold(sock, port, [])  # owners: from the generator's map (being rewritten)
 
     def bind_all(self, config: Config) -> None:
         ipv6 = net.has_ipv6()

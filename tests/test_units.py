@@ -24,19 +24,6 @@ def test_unescape_round_trips(name: str) -> None:
     assert units.name_of_group_unit(units.group_unit(name)) == name
 
 
-@pytest.mark.parametrize("owners", [["cups"], ["cups", "slapd"], ["a:b", "c,d", "e f"]])
-def test_fdname_is_valid_and_round_trips(owners: list[str]) -> None:
-    name = units.fdname(owners)
-    # systemd's fdname_is_valid(): printable ASCII, no ':', at most 255.
-    assert ":" not in name and all(32 <= ord(c) < 127 for c in name) and len(name) <= 255
-    assert units.owners_of_fdname(name) == owners
-
-
-def test_control_fdname_can_not_be_a_reservation_name() -> None:
-    # '-' is always escaped in owner names, so no file name can produce it.
-    assert all(units.fdname([n]) != "portreserve-control" for n in ["portreserve-control", "portreserve"])
-
-
 def test_socket_unit_names_round_trip() -> None:
     for port in (Port(631, Proto.TCP), Port(65535, Proto.UDP)):
         assert units.port_of_socket_unit(units.socket_unit(port)) == port
