@@ -67,10 +67,10 @@ cat /run/rival.txt; echo "(end of list)"
 show systemctl status --no-pager --lines=0 portreserve.service
 echo; echo "== cups starts: ExecStartPre=/usr/sbin/portrelease -v cups"
 show systemctl start cups.service
-show journalctl -b --no-pager -o cat -u cups.service -u 'portreserve@cups.service'
+show journalctl -b --no-pager -o cat -u cups.service -u 'portreserve@cups.target'
 show portreserve status
 echo; echo "== an admin releases one name with systemctl"
-show systemctl stop portreserve@nis.service
+show systemctl stop portreserve@nis.target
 show portcheck free 600/udp 601/udp 602/udp 603/udp && echo "600-603/udp are free"
 echo; echo "== release everything"
 show portrelease -v '*'
