@@ -46,6 +46,7 @@ DROPIN = "portreserve.conf"
 # Host-wide settings, in each configuration directory (later ones win).
 SETTINGS_FILE = "portreserve.conf"
 DIRECTIVE = "portreserve:"
+_MARK = DIRECTIVE.encode()
 AUTOMATIC, MANUAL = "automatic", "manual"
 
 UNIT_NAME_MAX = 255
@@ -193,6 +194,7 @@ class UnitPath:
         # directories); without one in the path (tests), every directory.
         normal = [i for i, d in enumerate(self.search_path) if d.endswith("/systemd/generator")]
         self.above_generator = self.search_path[: normal[0]] if normal else self.search_path
+        self._index: dict[str, list[str]] | None = None
         self._entries: dict[str, set[str]] = {}
 
     def entries(self, directory: str) -> set[str]:
@@ -205,12 +207,21 @@ class UnitPath:
             self._entries[directory] = found
         return found
 
+    def index(self) -> dict[str, list[str]]:
+        """{file name: the directories that have it, in priority order}; other
+        generators' output is left out (they run beside us, in any order)."""
+        if self._index is None:
+            self._index = {}
+            for directory in self.search_path:
+                if not is_generator_dir(directory):
+                    for entry in self.entries(directory):
+                        self._index.setdefault(entry, []).append(directory)
+        return self._index
+
     def _lookup(self, unit: str) -> str | None:
-        """'present', 'masked' or None, from the first directory that has it;
-        other generators' output is not looked at (they run beside us)."""
-        for directory in self.search_path:
-            if is_generator_dir(directory) or unit not in self.entries(directory):
-                continue
+        """'present', 'masked' or None, from the first directory that has a
+        usable file (systemd skips a dangling symlink)."""
+        for directory in self.index().get(unit, ()):
             masked = _masked(os.path.join(directory, unit))
             if masked is not None:
                 return "masked" if masked else "present"
@@ -244,13 +255,11 @@ def read_head(path: Path | str, limit: int = 1 << 20) -> bytes | None:
     except OSError:
         return None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             return None
-        chunks = []
-        while limit > 0 and (chunk := os.read(fd, min(limit, 1 << 16))):
-            chunks.append(chunk)
-            limit -= len(chunk)
-        return b"".join(chunks)
+        # One read for the file as it is now (plus one byte to see growth).
+        return os.read(fd, min(st.st_size + 1, limit))
     except OSError:
         return None
     finally:
@@ -271,7 +280,7 @@ def parse_directives(path: Path, data: bytes) -> tuple[Directives, list[ConfigEr
     A comment that merely starts with "portreserve:" and holds no '=' is prose."""
     found = Directives()
     errors: list[ConfigError] = []
-    if DIRECTIVE.encode() not in data:
+    if _MARK not in data:
         return found, errors
     for lineno, raw in enumerate(data.split(b"\n"), start=1):
         text = raw.strip()
@@ -292,7 +301,7 @@ def parse_directives(path: Path, data: bytes) -> tuple[Directives, list[ConfigEr
             if key == "unit" and eq:
                 unit = value if "." in value else f"{value}.service"
                 if not valid_unit_name(unit):
-                    bad(f"'{value}' is not a service unit name")
+                    bad(f"'{comment_text(value)}' is not a service unit name")
                 elif is_template(unit):
                     bad(f"'{value}' is a template: name an instance (foo@bar.service)")
                 elif unit.startswith(OWN_PREFIX):
@@ -302,9 +311,9 @@ def parse_directives(path: Path, data: bytes) -> tuple[Directives, list[ConfigEr
             elif key == "release" and value in ("auto", "automatic", "manual"):
                 found.manual = value == "manual"
             elif key == "release":
-                bad(f"release={value}: expected release=auto or release=manual")
+                bad(f"release={comment_text(value)}: expected release=auto or release=manual")
             else:
-                bad(f"unknown setting '{word}' (expected unit=UNIT or release=auto|manual)")
+                bad(f"unknown setting '{comment_text(word)}' (expected unit=UNIT or release=auto|manual)")
     return found, errors
 
 
@@ -331,9 +340,11 @@ def read_settings(config_dirs: Iterable[Path]) -> tuple[bool, list[ConfigError]]
             if key == "AutoRelease" and eq and value.lower() in _BOOLEANS:
                 auto = _BOOLEANS[value.lower()]
             elif key == "AutoRelease" and eq:
-                errors.append(ConfigError(path, lineno, f"AutoRelease={value}: expected yes or no, ignoring"))
+                message = f"AutoRelease={comment_text(value)}: expected yes or no"
+                errors.append(ConfigError(path, lineno, f"{message}, ignoring"))
             else:
-                errors.append(ConfigError(path, lineno, f"unknown setting '{line}' (expected AutoRelease=), ignoring"))
+                message = f"unknown setting '{comment_text(line)}' (expected AutoRelease=)"
+                errors.append(ConfigError(path, lineno, f"{message}, ignoring"))
     return auto, errors
 
 
@@ -357,9 +368,10 @@ class Planner:
         self.units = UnitPath(unit_search_path(scope.user) if search_path is None else search_path)
         self.auto, self.errors = read_settings(config_dirs)
 
-    def release_of(self, name: str, source: Path) -> Release:
-        data = read_head(source)
-        directives, errors = parse_directives(source, data or b"")
+    def release_of(self, name: str, source: Path, data: bytes | None = None) -> Release:
+        if data is None:
+            data = read_head(source) or b""
+        directives, errors = parse_directives(source, data)
         self.errors += errors
         if name == "*":  # portrelease '*' releases everything
             return Release((), None, "the name '*' means every name to portrelease")
@@ -387,8 +399,14 @@ class Planner:
     def plan(self, reservations: Iterable[Reservation]) -> dict[str, list[Reservation]]:
         """{unit: the reservations it releases} for every drop-in to write."""
         plan: dict[str, list[Reservation]] = {}
+        index = self.units.index()
         for reservation in reservations:
-            release = self.release_of(reservation.name, reservation.source)
+            data = read_head(reservation.source) or b""
+            # The common case at a thousand names, quickly: no unit of that
+            # name (nor an instance of one) and no directive in the file.
+            if f"{reservation.name}.service" not in index and "@" not in reservation.name and _MARK not in data:
+                continue
+            release = self.release_of(reservation.name, reservation.source, data)
             if release.how == AUTOMATIC:
                 for unit in release.units:
                     plan.setdefault(unit, []).append(reservation)

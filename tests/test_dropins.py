@@ -551,3 +551,25 @@ def test_dropin_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     # negative control: verify does read the drop-in (it only warns, exit 0)
     dropin.write_text(dropin.read_text().replace('"weird', '"weird%Z"'))
     assert "portreserve.conf" in verify().stderr
+
+
+@settings(max_examples=3000)
+@given(st.binary(max_size=400), st.sampled_from([b"", b"# portreserve: ", b"#portreserve:unit=", b"AutoRelease="]))
+def test_directives_and_settings_never_raise(data: bytes, prefix: bytes) -> None:
+    path = Path("/etc/portreserve/x")
+    found, errors = parse_directives(path, prefix + data)
+    assert all(dropins.valid_unit_name(u) and not dropins.is_template(u) for u in found.units)
+    assert all(e.path == path and e.line is not None for e in errors)
+    dropins.render_dropin("x.service", [Reservation(os.fsdecode(data.replace(b"\0", b"")), (), path)], SYSTEM)
+
+
+def test_settings_file_of_any_bytes(tmp_path: Path) -> None:
+    (tmp_path / "portreserve.conf").write_bytes(b"\xff\xfe\nAutoRelease=no\r\n\x00\n")
+    auto, errors = read_settings([tmp_path])
+    assert auto is False
+    assert [e.line for e in errors] == [1, 3]
+
+
+def test_messages_show_control_characters_escaped(tmp_path: Path) -> None:
+    _, errors = parse_directives(tmp_path / "x", b"# portreserve: unit=a\x1bb\x7f\n")
+    assert errors[0].message == "'a\\x1bb\\x7f' is not a service unit name, ignoring"
