@@ -287,7 +287,7 @@ def parse_directives(path: Path, data: bytes) -> tuple[Directives, list[ConfigEr
         if not text.startswith(b"#"):
             continue
         text = text[1:].strip()
-        if not text.startswith(DIRECTIVE.encode()):
+        if not text.startswith(_MARK):
             continue
         words = text[len(DIRECTIVE) :].decode("utf-8", "replace").split()
         if not any("=" in w for w in words):
@@ -381,20 +381,23 @@ class Planner:
         states = {u: self.units.state(u) for u in candidates}
         present = [u for u in candidates if states[u] == "present"]
         if directives.manual:
-            return Release(present or named, MANUAL, f"release=manual in {source}")
+            return Release(present or named, MANUAL, f"release=manual in {comment_text(str(source))}")
         if not self.auto:
             return Release(present or named, MANUAL, f"AutoRelease=no in {SETTINGS_FILE}")
         if not present:
             if not candidates:
-                return Release((), None, f"'{name}' is not a unit name; name the unit with '# {DIRECTIVE} unit=UNIT'")
+                shown = comment_text(name)
+                return Release((), None, f"'{shown}' is not a unit name; name the unit with '# {DIRECTIVE} unit=UNIT'")
             masked = [u for u in candidates if states[u] == "masked"]
             what = f"{', '.join(masked)} masked" if masked else f"no {' or '.join(candidates)} in the unit search path"
             return Release((), None, what)
+        # A drop-in of ours that /etc or /run masks or replaces is the admin's call.
         replaced = {u: self.units.dropin_replaced(u) for u in present}
-        if all(replaced.values()):
+        generated = [u for u in present if not replaced[u]]
+        if not generated:
             how = " ".join(f"{u}.d/{DROPIN} {replaced[u]} in /etc or /run" for u in present)
             return Release(present, MANUAL, how)
-        return Release(present, AUTOMATIC, "drop-in " + " ".join(f"{u}.d/{DROPIN}" for u in present))
+        return Release(generated, AUTOMATIC, "drop-in " + " ".join(f"{u}.d/{DROPIN}" for u in generated))
 
     def plan(self, reservations: Iterable[Reservation]) -> dict[str, list[Reservation]]:
         """{unit: the reservations it releases} for every drop-in to write."""

@@ -332,6 +332,8 @@ def test_release_of_every_case(tree: Path) -> None:
         AUTOMATIC,
     )
     assert of("manualmissing", "# portreserve: unit=missing release=manual\n") == (("missing.service",), MANUAL)
+    # of two units, the one whose drop-in /etc masks is left out
+    assert of("pair", "# portreserve: unit=dovecot unit=cups\n") == (("cups.service",), AUTOMATIC)
     assert of("*", "# portreserve: unit=cups\n") == ((), None)
     assert planner.errors == []
     assert "masked.service masked" in planner.release_of("masked", cfg / "masked").reason
