@@ -11,7 +11,7 @@ directory::
 ``+``: as root even with User= (only root may release system reservations);
 ``-``: never fails the unit.  The drop-in adds no dependency at all: ordering
 or Conflicts= against the reservation's units in the boot transaction can drop
-the reservation itself (facts §10).
+the reservation itself (docs/design.md, F15).
 
 Turning it off, none of which the original portreserve reads differently:
 
