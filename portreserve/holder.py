@@ -76,12 +76,13 @@ class Held:
 class Request:
     """One release request, until it is answered."""
 
-    __slots__ = ("name", "address", "ports", "outcomes", "deadline", "units")
+    __slots__ = ("name", "address", "ports", "pending", "outcomes", "deadline", "units")
 
     def __init__(self, name: str, address: str | None, ports: set[Port], deadline: float) -> None:
         self.name = name
         self.address = address
         self.ports = ports
+        self.pending = set(ports)  # the ports without an outcome yet
         self.outcomes: dict[Port, str] = {}
         self.deadline = deadline
         self.units: list[str] = []  # grouping units to stop along with the sockets
@@ -126,6 +127,11 @@ class Holder:
         self.view: dict[str, str] | None = None
         self.synced = False
         self.stop_jobs: dict[str, str] = {}  # unit -> job path (or "" while StopUnit is unanswered)
+        # Jobs whose JobRemoved came before the answer to our StopUnit.
+        self.finished_jobs: set[str] = set()
+        # Something changed: move the requests on once this loop round is done
+        # (not once per signal: a '*' of thousands of sockets brings thousands).
+        self.dirty = False
         self.stop_tries: dict[str, int] = {}
         self.releasing: set[Port] = set()  # closed or stopped by us, not yet seen free
         self.ipv6 = net.has_ipv6()
@@ -261,7 +267,7 @@ class Holder:
             if self.view.get(names.socket_unit(*port)) not in HOLDING_STATES:
                 # Stopped before we could see it (or never a unit of ours).
                 self.drop(port)
-        self.progress()
+        self.dirty = True
 
     def _on_manager_lost(self, why: str) -> None:
         log.warning(f"lost the connection to the service manager ({why}), reconnecting")
@@ -290,12 +296,17 @@ class Holder:
                 del self.stop_jobs[unit]
                 if result != "done":
                     log.info(f"stop job of {unit} ended with '{result}'")
+            elif self.stop_jobs.get(unit) == "":
+                # Done before PID 1's answer to StopUnit reached us.
+                if len(self.finished_jobs) > 4096:
+                    self.finished_jobs.clear()
+                self.finished_jobs.add(job)
         elif member == "Reloading" and body and not body[0]:
             # After a reload, jobs and states may have changed under us.
             self.stop_jobs.clear()
             self._sync()
             return
-        self.progress()
+        self.dirty = True
 
     def stop(self, unit: str) -> None:
         """Ask the manager to stop a unit, once at a time."""
@@ -310,12 +321,15 @@ class Holder:
         def stopped(ok: bool, body: tuple[object, ...]) -> None:
             if self.stop_jobs.get(unit) != "":
                 return
-            if ok:
+            if ok and str(body[0]) in self.finished_jobs:
+                self.finished_jobs.discard(str(body[0]))
+                del self.stop_jobs[unit]
+            elif ok:
                 self.stop_jobs[unit] = str(body[0])
             else:
                 del self.stop_jobs[unit]
                 log.warning(f"cannot stop {unit}: {body}")
-            self.progress()
+            self.dirty = True
 
         self.manager.stop_unit(unit, stopped)
 
@@ -413,14 +427,16 @@ class Holder:
                 self.stop_tries.pop(unit, None)
                 self.stop(unit)
         self.requests.append(request)
-        self.progress()
+        self.dirty = True
 
     # -- answering -----------------------------------------------------------
 
     def progress(self) -> None:
         """Move every waiting request on; answer those that are done."""
         if not self.requests:
+            self.dirty = False
             return
+        self.dirty = False
         now = time.monotonic()
         waiting = False
         for request in list(self.requests):
@@ -437,9 +453,7 @@ class Holder:
         if managed and not self.synced and now < request.deadline:
             return False
         grouped = managed and any(unit in self.stop_jobs for unit in request.units)
-        for port in request.ports:
-            if port in request.outcomes:
-                continue
+        for port in list(request.pending):
             unit = names.socket_unit(*port)
             state = self.view.get(unit) if (managed and self.view is not None) else None
             if state in HOLDING_STATES:
@@ -460,7 +474,8 @@ class Holder:
                 request.outcomes[port] = protocol.TAKEN  # never reserved: someone had it first
             else:
                 request.outcomes[port] = protocol.IN_USE  # released earlier; its service has it now
-        return len(request.outcomes) == len(request.ports)
+        request.pending.difference_update(request.outcomes)
+        return not request.pending
 
     def answer(self, address: str | None, reply: protocol.Reply) -> None:
         if address is None or self.control is None:
@@ -513,7 +528,7 @@ class Holder:
             if self.manager is not None and self.manager.sock is not None:
                 self.selector.unregister(self.manager.fileno())
             self._connect()
-        if self.next_check is not None and now >= self.next_check:
+        if self.dirty or (self.next_check is not None and now >= self.next_check):
             self.progress()
         self.notify_status()
         sd.flush()
