@@ -353,9 +353,10 @@ class Holder:
                 if e.errno in (errno.EMFILE, errno.ENFILE) and self.reserve_fd is not None:
                     self._reset_with_reserve(sock)
                     continue
-                if e.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EMFILE, errno.ENFILE, errno.ENOBUFS):
-                    return
-                raise
+                # Aborted connections, no memory, no fds even with the reserve:
+                # nothing to do now; the listener stays readable and we come back.
+                log.debug(f"{net.port_text(entry.port)}: {e}")
+                return
 
     def _reset_with_reserve(self, sock: socket.socket) -> None:
         assert self.reserve_fd is not None
@@ -463,7 +464,15 @@ class Holder:
                 if now >= request.deadline:
                     request.outcomes[port] = protocol.BUSY
                 continue
-            if net.bindable(port, self.ipv6):
+            try:
+                free = net.bindable(port, self.ipv6)
+            except OSError as e:
+                # Out of fds or memory for the probe: try again at the next check.
+                log.debug(f"cannot check {net.port_text(port)}: {e}")
+                if now >= request.deadline:
+                    request.outcomes[port] = protocol.BUSY
+                continue
+            if free:
                 request.outcomes[port] = protocol.FREE
                 self.releasing.discard(port)
             elif port in self.releasing and now < request.deadline:
