@@ -219,6 +219,10 @@ def socket_state(name: str, port: Port, shown: dict[str, dict[str, str]]) -> Por
         # Loaded by a daemon-reload but never started since boot.
         state.state, state.since = "pending", left
         state.detail = f"never started: {RELOAD_COMMAND}"
+        in_use = port_in_use(port)
+        if in_use is not None:
+            state.taken_by = in_use
+            state.detail += f"; in use by {describe(in_use)}"
     elif active == "inactive":
         state.state, state.since = "released", left
         in_use = port_in_use(port)
