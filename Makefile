@@ -147,7 +147,8 @@ $(DIST)/portreserve-$(VERSION).tar.gz: FORCE
 deb: $(DIST)/portreserve-$(VERSION).tar.gz
 	rm -rf $(DIST)/deb && mkdir -p $(DIST)/deb
 	tar -C $(DIST)/deb -xzf $<
-	cd $(DIST)/deb/portreserve-$(VERSION) && dpkg-buildpackage -b -us -uc
+	# Not the variables of this make (DIST=..., PREFIX=...): the package's own.
+	cd $(DIST)/deb/portreserve-$(VERSION) && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL dpkg-buildpackage -b -us -uc
 	cp $(DIST)/deb/portreserve_$(VERSION)_all.deb $(DIST)/
 	@echo "built $(DIST)/portreserve_$(VERSION)_all.deb"
 
@@ -167,7 +168,7 @@ RPMBUILD_FLAGS ?= $(if $(wildcard /etc/debian_version),--nodeps)
 rpm: $(DIST)/portreserve-$(VERSION).tar.gz
 	rm -rf $(DIST)/rpmbuild && mkdir -p $(DIST)/rpmbuild/SOURCES
 	cp $< $(DIST)/rpmbuild/SOURCES/
-	rpmbuild -bb $(RPMBUILD_FLAGS) --define '_topdir $(CURDIR)/$(DIST)/rpmbuild' portreserve.spec
+	env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL rpmbuild -bb $(RPMBUILD_FLAGS) --define '_topdir $(abspath $(DIST))/rpmbuild' portreserve.spec
 	cp $(DIST)/rpmbuild/RPMS/noarch/portreserve-$(VERSION)-*.noarch.rpm $(DIST)/
 	@echo "built" $(DIST)/portreserve-$(VERSION)-*.noarch.rpm
 
