@@ -85,19 +85,23 @@ def iso_time(seconds: float | None) -> str | None:
 # -- who has a port -------------------------------------------------------------
 
 
-def unit_of_pid(pid: int) -> str | None:
-    """The unit a process belongs to, from its cgroup (the innermost one)."""
-    try:
-        with open(f"/proc/{pid}/cgroup") as f:
-            text = f.read()
-    except OSError:
-        return None
+def unit_of_cgroup(text: str) -> str | None:
+    """The unit that owns a process, from its /proc/PID/cgroup: the innermost
+    component of the cgroup-v2 path that names a unit (slices do not own)."""
     for line in text.splitlines():
         if line.startswith("0::"):
             for part in reversed(line[3:].split("/")):
                 if part.endswith(UNIT_SUFFIXES):
-                    return names.unescape(part) if "\\x" in part else part
+                    return part  # a unit name keeps its \x escapes
     return None
+
+
+def unit_of_pid(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            return unit_of_cgroup(f.read())
+    except OSError:
+        return None
 
 
 def holders(port: Port) -> list[Holder]:
@@ -143,6 +147,7 @@ SHOWN = [
     "Result",
     "ActiveEnterTimestamp",
     "InactiveEnterTimestamp",
+    "StateChangeTimestamp",
 ]
 
 
@@ -203,7 +208,9 @@ def socket_state(name: str, port: Port, shown: dict[str, dict[str, str]]) -> Por
     props = shown.get(unit, {})
     active = props.get("ActiveState", "unknown")
     entered = timestamp(props.get("ActiveEnterTimestamp"))
-    left = timestamp(props.get("InactiveEnterTimestamp"))
+    # A unit that failed to start never left "active": it has no
+    # InactiveEnterTimestamp, but its last state change is when it failed.
+    left = timestamp(props.get("InactiveEnterTimestamp")) or timestamp(props.get("StateChangeTimestamp"))
     state = PortState(name, port, active, unit)
     if props.get("LoadState", "not-found") != "loaded":
         state.state, state.detail = "pending", f"unit not loaded: {RELOAD_COMMAND}"
@@ -356,11 +363,19 @@ def run_reload(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     loaded = names.read_map(str(paths.generator_dir(args.user))) or {}
     groups = {n: names.group_unit(n) for n in loaded}
-    before = show(args.user, list(groups.values()))
+    units = {n: [groups[n], *(names.socket_unit(*p) for p in loaded[n])] for n in loaded}
+    before = show(args.user, list(dict.fromkeys(u for us in units.values() for u in us)))
     if before is None:
         print("portreserve: systemctl show failed", file=sys.stderr)
         return EXIT_FAILED
-    new = [n for n in loaded if timestamp(before.get(groups[n], {}).get("ActiveEnterTimestamp")) is None]
+
+    def ever_active(unit: str) -> bool:
+        return timestamp(before.get(unit, {}).get("ActiveEnterTimestamp")) is not None
+
+    # New: none of the name's units was ever active since boot.  A name
+    # released since (its units inactive again) stays released.
+    empty = [n for n in sorted(loaded) if not loaded[n]]
+    new = [n for n in loaded if loaded[n] and not any(map(ever_active, units[n]))]
     error = ""
     if new:
         sockets = [names.socket_unit(*p) for n in new for p in loaded[n]]
@@ -375,17 +390,16 @@ def run_reload(args: argparse.Namespace) -> int:
         print("portreserve: systemctl show failed", file=sys.stderr)
         return EXIT_FAILED
     result = EXIT_OK
-    kept = [n for n in sorted(loaded) if n not in new]
-    active = [n for n in kept if before.get(groups[n], {}).get("ActiveState") == "active"]
+    kept = [n for n in sorted(loaded) if n not in new and loaded[n]]
+    active = [n for n in kept if any(before.get(u, {}).get("ActiveState") == "active" for u in units[n][1:])]
     if active:
         print(f"already reserved: {' '.join(active)}")
     if len(active) < len(kept):
         print(f"released earlier, left released: {' '.join(n for n in kept if n not in active)}")
+    for name in empty:
+        print(f"{name}: nothing to reserve (no valid entries)")
     for name in sorted(new):
         ports = " ".join(f"{n}/{p}" for n, p in loaded[name])
-        if not loaded[name]:
-            print(f"{name}: nothing to reserve (no valid entries)")
-            continue
         failed = []
         for port in loaded[name]:
             state = socket_state(name, port, after)
