@@ -36,7 +36,7 @@ DEB_PACKAGES = systemd python3 python3-venv python3-systemd python3-xdg python3-
 BUILD_PACKAGES = dpkg-dev debhelper dh-python rpm
 APT_GET = DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300
 
-.PHONY: all install uninstall deps test lint lint-deb demo bench venv clean deb rpm dist
+.PHONY: all install uninstall deps test lint lint-deb demo bench venv clean deb rpm dist version
 
 all:
 	@echo "Nothing to build.  Try: make install, make deb, make rpm, make test, make demo"
@@ -138,6 +138,9 @@ DIST = dist
 TREE_FILES = Makefile README.md setup.cfg pyproject.toml portreserve generators units man debian portreserve.spec
 
 dist: $(DIST)/portreserve-$(VERSION).tar.gz
+
+version:
+	@echo $(VERSION)
 
 $(DIST)/portreserve-$(VERSION).tar.gz: FORCE
 	mkdir -p $(DIST)
