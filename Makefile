@@ -55,7 +55,7 @@ install:
 		'$(PYTHON)' '$(PYTHONDIR)' > $(DESTDIR)$(SBINDIR)/portreserve
 	# portrelease runs in the start path of every consumer: -S skips site.py
 	# (about 1.5 ms).
-	printf '#!%s -IS\nimport sys\n\nsys.path.append("%s")\nfrom portreserve.release import main\n\nsys.exit(main())\n' \
+	printf '#!%s -IS\nimport sys\n\nsys.path.append("%s")\nfrom portreserve.release import entry\n\nentry()\n' \
 		'$(PYTHON)' '$(PYTHONDIR)' > $(DESTDIR)$(SBINDIR)/portrelease
 	chmod 0755 $(DESTDIR)$(SBINDIR)/portreserve $(DESTDIR)$(SBINDIR)/portrelease
 	sed -e '1s|^#!.*|#!$(PYTHON) -I|' -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@PYTHONDIR@|$(PYTHONDIR)|g' \

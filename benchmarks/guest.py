@@ -377,7 +377,7 @@ def cmd_release(args: argparse.Namespace) -> dict[str, Any]:
     """portrelease benchI with `count` reservations held, `rounds` times.
 
     After each release the name is reserved again (systemctl start
-    portreserve@benchI.service; the holder steps aside and comes back with
+    portreserve@benchI.target; the holder steps aside and comes back with
     every socket), so every release happens with exactly `count` held."""
     samples: list[dict[str, Any]] = []
     reserve_ms: list[float] = []
@@ -401,11 +401,11 @@ def cmd_release(args: argparse.Namespace) -> dict[str, Any]:
         # refused ("service already active"), or the holder fails and takes
         # every socket unit with it.  Forget the counts before each start (a
         # product issue, reported with the results).
-        systemctl("reset-failed", HOLDER_UNIT, STEP_ASIDE_UNIT, f"portreserve@{name}.service")
-        systemctl("start", f"portreserve@{name}.service")
+        systemctl("reset-failed", HOLDER_UNIT, STEP_ASIDE_UNIT, f"portreserve@{name}.target")
+        systemctl("start", f"portreserve@{name}.target")
         wait_holding(args.count)
         if not wait_for(lambda held=port: not bindable(held)):  # type: ignore[misc]
-            raise RuntimeError(f"{port}/tcp never held again after systemctl start portreserve@{name}.service")
+            raise RuntimeError(f"{port}/tcp never held again after systemctl start portreserve@{name}.target")
         reserve_ms.append((perf() - t0) * 1e3)
     final = holder_state()
     return {

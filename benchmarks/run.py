@@ -352,7 +352,7 @@ def report(settings: Settings, small: bool, info: dict[str, str], results: Any,
         "## 1. Release latency: `portrelease NAME` until a fresh process can bind the port",
         "",
         f"{settings.rounds} releases per row, each with N reservations held (under systemd the name is "
-        "reserved again with `systemctl start portreserve@NAME.service` after each release; standalone "
+        "reserved again with `systemctl start portreserve@NAME.target` after each release; standalone "
         "the holder is restarted, outside the timing; then no portreserve job queued and 0.25 s of quiet before "
         "each timed release). *Bindable*: `bind()` of `[::]` dual-stack "
         "(IPV6_V6ONLY=0: IPv4 and IPv6) with SO_REUSEADDR, by the measuring process, at once when "

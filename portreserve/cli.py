@@ -12,9 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import __version__, log, rundirs, sd, spawn
-
-CONTROL_UNIT = "portreserve.socket"
+from . import __version__, log, rundirs, sd
 
 DESCRIPTION = """\
 Hold reserved ports until their service asks for them with portrelease.
@@ -44,6 +42,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     config.add_argument("--config-dir", action="append", help="configuration directory (repeatable, later wins)")
     config.add_argument("--services", default="/etc/services", help="services(5) file (default /etc/services)")
     config.add_argument("--socket", help="control socket path")
+    config.add_argument(
+        "--generator-dir", help="under systemd: where the generator wrote its map (default: the manager's)"
+    )
+    config.add_argument(
+        "--manager-socket", help="under systemd: the service manager's private D-Bus socket (default: the manager's)"
+    )
     holder = argparse.ArgumentParser(add_help=False)
     holder.add_argument("-d", "--debug", action="store_true", help="stay in the foreground, log debug output to stderr")
 
@@ -106,56 +110,49 @@ def daemonize() -> int | None:
 def run_holder(args: argparse.Namespace) -> int:
     from . import holder as holder_mod
 
+    holder_mod.install_signal_handlers()
     fds = sd.listen_fds_with_names()
     managed = bool(fds)
     control = args.socket or rundirs.control_socket(args.user)
-    pidfile = os.path.join(os.path.dirname(control), "holder.pid")
-    if managed:
-        # First thing: a grouping unit's ExecStop= asks the holder to drop its
-        # copies only while this file exists.
-        write_pidfile(pidfile)
     log.setup(debug=args.debug, journal=managed and not args.debug)
-    holder_mod.install_signal_handlers()
+    holder = None
     try:
         if managed:
-            holder = holder_mod.holder_from_systemd(fds)
+            # Started by a service manager (not, say, by systemd-socket-activate):
+            # watch it, it holds the other copy of every socket.
+            manager = None
+            if os.environ.get("INVOCATION_ID"):
+                from .manager import private_socket
+
+                manager = args.manager_socket or private_socket(args.user)
+            map_dir = args.generator_dir or rundirs.generator_dir(args.user)
+            holder = holder_mod.holder_from_systemd(fds, map_dir, manager)
         else:
             holder = holder_mod.holder_standalone(load_standalone_config(args), control)
-    except holder_mod.Shutdown:
-        remove(pidfile)
-        return 0
-    except OSError as e:
-        log.error(f"cannot start: {e}")
-        remove(pidfile)
-        return 1
-    for entry in holder.held:
-        log.debug(f"holding {entry.port[0]}/{entry.port[1]} for {', '.join(entry.owners)}")
-    if not managed and not args.debug:
-        status = daemonize()
-        if status is not None:
-            os._exit(status)  # the child owns the sockets now
-    try:
-        # Inside the try: a SIGTERM that arrives as soon as READY=1 is out
-        # (a stop right after the start) is a clean stop, not a traceback.
-        if not managed:
-            write_pidfile(pidfile)
+        for port in sorted(holder.held):
+            log.debug(f"holding {port[0]}/{port[1]}")
+        if not managed and not args.debug:
+            status = daemonize()
+            if status is not None:
+                os._exit(status)  # the child owns the sockets now
         sd.notify("READY=1")
-        holder.notify_status()
         holder.run()
     except holder_mod.Shutdown as e:
         log.info(f"stopping on {e}")
-    else:
-        if managed:
-            # Holding nothing: take the control socket down too, so that a later
-            # portrelease finds nothing to talk to instead of starting us again
-            # for nothing (and again, until the start limit fails the units).
-            # Starting portreserve.service brings it back (Wants=).
-            spawn.systemctl(args.user, "stop", "--no-block", CONTROL_UNIT)
+        # READY=1 too: a Type=notify service that exits before it would
+        # fail with 'protocol', though stopping early is a clean stop.
+        sd.notify("READY=1\nSTOPPING=1")
+        if holder is not None:
+            holder.shutdown()
+    except OSError as e:
+        log.error(f"cannot start: {e}")
+        return 1
     finally:
-        holder.close()
-        remove(pidfile)
-        if not managed and holder.control is not None:
-            remove(control)
+        if holder is not None:
+            holder.close()
+            if not managed and holder.control is not None:
+                remove(control)
+        sd.flush()
     return 0
 
 
@@ -172,17 +169,6 @@ def load_standalone_config(args: argparse.Namespace):  # type: ignore[no-untyped
     for error in config.errors:
         log.warning(str(error))
     return config
-
-
-def write_pidfile(path: str) -> None:
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w") as f:
-            f.write(f"{os.getpid()}\n")
-        os.replace(tmp, path)
-    except OSError as e:
-        log.warning(f"cannot write {path}: {e}")
 
 
 def remove(path: str) -> None:

@@ -1,9 +1,24 @@
-"""The holder: keeps the reserved sockets until portrelease asks for them.
+"""The holder: keeps the reserved sockets, and is the one place where a
+reservation is released.
 
 Under systemd it adopts the sockets of the generated .socket units (and the
-control socket of portreserve.socket) through sd_listen_fds; standalone it
-reads the configuration and binds everything itself.  Either way it exits
-once it holds nothing.
+control socket of portreserve.socket) through sd_listen_fds, and watches the
+service manager over one D-Bus connection (manager.py):
+
+* whatever stops one of its socket units (portrelease, systemctl stop of the
+  socket, its grouping unit or portreserve.target, isolate, shutdown), it
+  drops its own copy as soon as the unit leaves "active", because systemd
+  keeps a copy of its own and only both closing frees the port;
+* a release request (one datagram on the control socket, a name or '*')
+  stops the name's units on that connection and is answered only when a
+  fresh socket can bind every one of the name's ports, IPv4 and IPv6, or with
+  what still holds them.  The answer is about the ports: "nothing held by me"
+  is never taken as "free".
+
+Standalone (no systemd) it binds the configured ports itself.  Either way it
+exits once it holds nothing and no request waits.  It never blocks: the
+manager connection, the notify socket and the journal are all written without
+waiting (docs/design.md, "Never block").
 """
 
 from __future__ import annotations
@@ -15,15 +30,15 @@ import selectors
 import signal
 import socket
 import struct
+import time
+from collections.abc import Callable
 
 from . import log, names, net, protocol, sd
 
-# Under systemd the holder imports neither config (dataclasses, typing, re)
-# nor logging nor pathlib: together they would double its memory.  Ports are
-# (number, "tcp"|"udp") tuples, which config.Port also is.
-TYPE_CHECKING = False  # not typing.TYPE_CHECKING; mypy treats the name as true
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs memory
 if TYPE_CHECKING:
     from .config import Config
+    from .manager import Connection
 
 Port = tuple[int, str]
 
@@ -31,29 +46,50 @@ Port = tuple[int, str]
 # ECONNRESET at once instead of waiting for a timeout.
 _LINGER_RESET = struct.pack("ii", 1, 0)
 
-
-class Held:
-    __slots__ = ("port", "owners", "sock", "listening")
-
-    def __init__(self, port: Port, owners: list[str], sock: socket.socket, listening: bool) -> None:
-        self.port = port
-        self.owners = owners
-        self.sock = sock
-        self.listening = listening  # TCP sockets from systemd listen: the holder resets connections
-
-
-def owners_by_port(held: list[Held]) -> dict[protocol.PortKey, list[str]]:
-    """What a reply says: every port with its owners, escaped as in unit names."""
-    return {h.port: [names.escape(o) for o in h.owners] for h in held}
+# How long the holder keeps trying to free a port for one request before it
+# answers that something still holds it.  portrelease waits 5 s by default:
+# longer here, so that a request whose sender gave up still ends in a
+# consistent state (units stopped, copies closed).
+REQUEST_DEADLINE = 30.0
+# Between two bind checks of a port that should be free (a process forked by
+# PID 1 can hold a copy of its fds for a moment, docs/design.md).
+RECHECK_SECONDS = 0.002
+# Unit states in which systemd still holds the socket.
+HOLDING_STATES = ("active", "activating", "deactivating", "reloading")
+# Restarts of a stop job that did not take (replaced, or lost in a reload).
+MAX_STOP_TRIES = 5
 
 
 class Shutdown(Exception):
     pass
 
 
+class Held:
+    __slots__ = ("port", "sock", "listening")
+
+    def __init__(self, port: Port, sock: socket.socket, listening: bool) -> None:
+        self.port = port
+        self.sock = sock
+        self.listening = listening  # TCP sockets from systemd listen: the holder resets connections
+
+
+class Request:
+    """One release request, until it is answered."""
+
+    __slots__ = ("name", "address", "ports", "outcomes", "deadline", "units")
+
+    def __init__(self, name: str, address: str | None, ports: set[Port], deadline: float) -> None:
+        self.name = name
+        self.address = address
+        self.ports = ports
+        self.outcomes: dict[Port, str] = {}
+        self.deadline = deadline
+        self.units: list[str] = []  # grouping units to stop along with the sockets
+
+
 def raise_fd_limit(needed: int) -> None:
     # 1000 reservations in both protocols are 2000 fds, past the default soft
-    # limit of 1024; accept() needs a few more.
+    # limit of 1024; accept() and bind checks need a few more.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = needed + 64
     if soft != resource.RLIM_INFINITY and soft < want:
@@ -75,10 +111,34 @@ def is_listening(sock: socket.socket) -> bool:
 
 
 class Holder:
-    def __init__(self) -> None:
+    def __init__(self, owners: dict[str, list[Port]] | None = None) -> None:
         self.control: socket.socket | None = None
-        self.held: list[Held] = []
+        self.held: dict[Port, Held] = {}
+        # Which name owns which ports: the generator's map (systemd) or the
+        # configuration (standalone).
+        self.owners: dict[str, list[Port]] = owners or {}
+        self.owners_source: Callable[[], dict[str, list[Port]] | None] | None = None
         self.selector = selectors.DefaultSelector()
+        self.requests: list[Request] = []
+        # The manager's view: socket unit -> ActiveState.  None: no manager
+        # (standalone, or fds from systemd-socket-activate).
+        self.manager: Connection | None = None
+        self.view: dict[str, str] | None = None
+        self.synced = False
+        self.stop_jobs: dict[str, str] = {}  # unit -> job path (or "" while StopUnit is unanswered)
+        self.stop_tries: dict[str, int] = {}
+        self.releasing: set[Port] = set()  # closed or stopped by us, not yet seen free
+        self.ipv6 = net.has_ipv6()
+        self.closing = False
+        self.next_check: float | None = None
+        self.reconnect_at: float | None = None
+        # One fd kept in reserve: at the fd limit, accept() fails with EMFILE
+        # and the pending connection would make the listener readable forever
+        # (a busy loop); closing the reserve lets us accept and reset it.
+        self.reserve_fd: int | None = None
+        self.status_sent = ""
+
+    # -- adopting ------------------------------------------------------------
 
     def attach_control(self, control: socket.socket) -> None:
         control.setblocking(False)
@@ -86,22 +146,25 @@ class Holder:
         self.control = control
         self.selector.register(control, selectors.EVENT_READ, self._on_control)
 
-    # -- adopting ------------------------------------------------------------
-
-    def hold(self, sock: socket.socket, port: Port, owners: list[str]) -> None:
+    def hold(self, sock: socket.socket, port: Port) -> None:
         sock.setblocking(False)
+        if port in self.held:
+            # The same port twice (an fd passed again): keep the first.
+            sock.close()
+            return
         if port[1] == "udp":
             # systemd sets SO_REUSEADDR on every socket it binds; for UDP that
             # lets a second SO_REUSEADDR socket share the port.  Clearing it on
             # our copy (the same socket systemd holds) closes the hole.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 0)
-        entry = Held(port, owners, sock, port[1] == "tcp" and is_listening(sock))
-        self.held.append(entry)
+        entry = Held(port, sock, port[1] == "tcp" and is_listening(sock))
+        self.held[port] = entry
         if port[1] == "udp" or entry.listening:
             self.selector.register(sock, selectors.EVENT_READ, lambda: self._on_traffic(entry))
 
     def adopt(self, fds: dict[int, str]) -> None:
-        """Take the fds systemd passed; names are escaped owner lists."""
+        """Take the fds systemd passed.  Reserved sockets are recognised by
+        what they are (their port), not by their names."""
         for fd, name in sorted(fds.items()):
             sock = socket.socket(fileno=fd)
             if name == protocol.CONTROL_FDNAME or sock.family == socket.AF_UNIX:
@@ -116,33 +179,152 @@ class Holder:
                 log.warning(f"ignoring fd {fd} ({name}): not a TCP or UDP socket")
                 sock.close()
                 continue
-            self.hold(sock, port, [])  # owners: from the generator's map (being rewritten)
+            self.hold(sock, port)
 
     def bind_all(self, config: Config) -> None:
-        ipv6 = net.has_ipv6()
         for port, owners in config.owners().items():
-            owner_names = [o.name for o in owners]
             try:
                 # No SO_REUSEADDR and, for TCP, no listen(): bound but not
                 # listening, so the kernel itself refuses connections, as the
                 # original did.
-                sock = socket.socket(fileno=net.bind_port(port, ipv6).detach())
+                sock = socket.socket(fileno=net.bind_port(port, self.ipv6).detach())
             except OSError as e:
                 log.error(
-                    f"cannot reserve {net.port_text(port)} for {', '.join(owner_names)}: "
+                    f"cannot reserve {net.port_text(port)} for {', '.join(o.name for o in owners)}: "
                     f"{e.strerror}, {net.describe_holders(port)}"
                 )
                 continue
-            self.hold(sock, port, owner_names)
+            self.hold(sock, (port[0], str(port[1])))
+
+    def drop(self, port: Port) -> None:
+        entry = self.held.pop(port, None)
+        if entry is None:
+            return
+        if port[1] == "udp" or entry.listening:
+            self.selector.unregister(entry.sock)
+        entry.sock.close()
+        self.releasing.add(port)
+
+    # -- the manager ---------------------------------------------------------
+
+    def watch_manager(self, path: str) -> None:
+        from . import manager
+
+        self.view = {}
+        self.manager = manager.Connection(
+            path,
+            on_signal=self._on_manager_signal,
+            interesting=_is_reservation_path,
+            on_ready=self._on_manager_ready,
+            on_lost=self._on_manager_lost,
+        )
+        self._connect()
+
+    def _connect(self) -> None:
+        assert self.manager is not None
+        self.reconnect_at = None
+        if self.manager.connect():
+            self.selector.register(self.manager.fileno(), self._manager_events(), self._on_manager_io)
+        else:
+            # Not there (yet), or its backlog is full at a busy boot: retry.
+            self.reconnect_at = time.monotonic() + 0.1
+
+    def _manager_events(self) -> int:
+        assert self.manager is not None
+        return selectors.EVENT_READ | (selectors.EVENT_WRITE if self.manager.wants_write() else 0)
+
+    def _on_manager_io(self) -> None:
+        assert self.manager is not None
+        self.manager.on_writable()
+        if self.manager.sock is not None:
+            self.manager.on_readable()
+
+    def _on_manager_ready(self) -> None:
+        self._sync()
+
+    def _sync(self) -> None:
+        """The state of every reservation socket unit, in one call."""
+        assert self.manager is not None
+        self.manager.list_units([f"{names.SOCKET_PREFIX}*{names.SOCKET_SUFFIX}"], self._on_units_listed)
+
+    def _on_units_listed(self, ok: bool, body: tuple[object, ...]) -> None:
+        if not ok or self.view is None:
+            log.warning(f"cannot list the socket units: {body}")
+            return
+        self.view = {}
+        for row in body[0]:  # type: ignore[attr-defined]
+            unit, active = row[0], row[3]
+            if names.port_of_socket_unit(unit) is not None:
+                self.view[unit] = active
+        self.synced = True
+        for port in list(self.held):
+            if self.view.get(names.socket_unit(*port)) not in HOLDING_STATES:
+                # Stopped before we could see it (or never a unit of ours).
+                self.drop(port)
+        self.progress()
+
+    def _on_manager_lost(self, why: str) -> None:
+        log.warning(f"lost the connection to the service manager ({why}), reconnecting")
+        self.synced = False
+        self.stop_jobs.clear()
+        if self.manager is not None and not self.closing:
+            self.reconnect_at = time.monotonic() + 0.1
+
+    def _on_manager_signal(self, path: str, member: str, body: tuple[object, ...]) -> None:
+        if member == "PropertiesChanged":
+            interface, changed = body[0], body[1]
+            if interface != "org.freedesktop.systemd1.Unit" or "ActiveState" not in changed:  # type: ignore[operator]
+                return
+            unit = _unit_of_path(path)
+            state = changed["ActiveState"][1]  # type: ignore[index]
+            if self.view is not None:
+                self.view[unit] = state
+            port = names.port_of_socket_unit(unit)
+            if port is not None and state not in ("active", "activating") and port in self.held:
+                # Whatever stopped it, systemd is closing its copy: close ours.
+                self.drop(port)
+                log.info(f"{unit} stopped, dropped {net.port_text(port)}")
+        elif member == "JobRemoved":
+            _id, job, unit, result = (str(x) for x in body)
+            if self.stop_jobs.get(unit) == job:
+                del self.stop_jobs[unit]
+                if result != "done":
+                    log.info(f"stop job of {unit} ended with '{result}'")
+        elif member == "Reloading" and body and not body[0]:
+            # After a reload, jobs and states may have changed under us.
+            self.stop_jobs.clear()
+            self._sync()
+            return
+        self.progress()
+
+    def stop(self, unit: str) -> None:
+        """Ask the manager to stop a unit, once at a time."""
+        if self.manager is None or unit in self.stop_jobs:
+            return
+        tries = self.stop_tries.get(unit, 0) + 1
+        if tries > MAX_STOP_TRIES:
+            return
+        self.stop_tries[unit] = tries
+        self.stop_jobs[unit] = ""
+
+        def stopped(ok: bool, body: tuple[object, ...]) -> None:
+            if self.stop_jobs.get(unit) != "":
+                return
+            if ok:
+                self.stop_jobs[unit] = str(body[0])
+            else:
+                del self.stop_jobs[unit]
+                log.warning(f"cannot stop {unit}: {body}")
+            self.progress()
+
+        self.manager.stop_unit(unit, stopped)
 
     # -- events --------------------------------------------------------------
 
     def _on_traffic(self, entry: Held) -> None:
         sock = entry.sock
         if sock.fileno() < 0:
-            # Released (closed) by a request handled earlier in the same
-            # select() round: its event is stale.
-            return
+            return  # released earlier in the same select() round
         for _ in range(64):  # bounded: never starve the control socket
             try:
                 if entry.listening:
@@ -154,13 +336,29 @@ class Holder:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as e:
-                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ECONNABORTED):
+                if e.errno in (errno.EMFILE, errno.ENFILE) and self.reserve_fd is not None:
+                    self._reset_with_reserve(sock)
+                    continue
+                if e.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EMFILE, errno.ENFILE, errno.ENOBUFS):
                     return
                 raise
 
+    def _reset_with_reserve(self, sock: socket.socket) -> None:
+        assert self.reserve_fd is not None
+        os.close(self.reserve_fd)
+        self.reserve_fd = None
+        try:
+            conn, _addr = sock.accept()
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+            conn.close()
+        except OSError:
+            pass
+        finally:
+            self.reserve_fd = _open_reserve()
+
     def _on_control(self) -> None:
         assert self.control is not None
-        while True:
+        for _ in range(256):  # bounded: leave room for the manager's signals
             try:
                 data, creds, address, truncated = protocol.receive(self.control)
             except (BlockingIOError, InterruptedError):
@@ -171,80 +369,211 @@ class Holder:
         who = f"pid {creds.pid} uid {creds.uid}" if creds else "unknown sender"
         if truncated:
             log.warning(f"refusing oversized request from {who}")
-            return self.answer(address, protocol.Reply(False, "request too long", {}))
+            return self.answer(address, protocol.Reply.refused("request too long"))
         if not protocol.authorized(creds):
             log.warning(f"refusing request from {who}: not permitted")
-            return self.answer(address, protocol.Reply(False, "permission denied", {}))
-        try:
-            text = data.decode("utf-8").strip("\0\r\n\t ")
-        except UnicodeDecodeError:
-            log.warning(f"refusing malformed request from {who}: not UTF-8")
-            return self.answer(address, protocol.Reply(False, "malformed request", {}))
-        if not text or "\n" in text or "/" in text:
+            return self.answer(address, protocol.Reply.refused("permission denied"))
+        name = protocol.parse_request(data)
+        if name is None:
             log.warning(f"refusing malformed request from {who}")
-            return self.answer(address, protocol.Reply(False, "malformed request", {}))
-        if text == protocol.STATUS:
-            return self.answer(address, protocol.Reply(True, "", self.ports()))
-        released = self.release(text)
-        if released:
-            ports = " ".join(net.port_text(h.port) for h in released)
-            log.info(f"released {ports} for {text} ({who})", PORTRESERVE_NAME=text)
+            return self.answer(address, protocol.Reply.refused("malformed request"))
+        if name == protocol.STATUS:
+            return self.answer(address, protocol.Reply.held(sorted(self.held)))
+        self.refresh_owners()
+        if name == protocol.ALL:
+            ports = {p for ports in self.owners.values() for p in ports} | set(self.held)
         else:
-            log.debug(f"nothing held for {text} ({who})")
-        self.answer(address, protocol.Reply(True, "", owners_by_port(released)))
+            ports = set(self.owners.get(name, ()))
+        request = Request(name, address, ports, time.monotonic() + REQUEST_DEADLINE)
+        log.debug(f"release {name!r} for {who}: {' '.join(map(net.port_text, sorted(ports))) or 'no ports'}")
+        self.begin(request)
+
+    def begin(self, request: Request) -> None:
+        """Close our copies at once, have the manager stop the units: the
+        name's grouping unit (or portreserve.target for '*'), whose stop
+        takes its sockets along (PartOf=); sockets still active after that
+        are stopped one by one."""
+        released = [p for p in request.ports if p in self.held]
+        for port in released:
+            self.drop(port)
+        if released:
+            log.info(
+                f"released {' '.join(map(net.port_text, sorted(released)))} for {request.name}",
+                PORTRESERVE_NAME=request.name,
+            )
+        if self.manager is not None:
+            request.units = (
+                ([names.ALL_UNIT] if request.name == protocol.ALL else [names.group_unit(request.name)])
+                if request.ports
+                else []
+            )
+            for port in request.ports:
+                self.stop_tries.pop(names.socket_unit(*port), None)
+            for unit in request.units:
+                self.stop_tries.pop(unit, None)
+                self.stop(unit)
+        self.requests.append(request)
+        self.progress()
+
+    # -- answering -----------------------------------------------------------
+
+    def progress(self) -> None:
+        """Move every waiting request on; answer those that are done."""
+        if not self.requests:
+            return
+        now = time.monotonic()
+        waiting = False
+        for request in list(self.requests):
+            if self.evaluate(request, now):
+                self.requests.remove(request)
+                self.answer(request.address, protocol.Reply.outcomes(request.outcomes))
+            else:
+                waiting = True
+        self.next_check = now + RECHECK_SECONDS if waiting else None
+
+    def evaluate(self, request: Request, now: float) -> bool:
+        """True once every port of the request has an outcome."""
+        managed = self.manager is not None
+        if managed and not self.synced and now < request.deadline:
+            return False
+        grouped = managed and any(unit in self.stop_jobs for unit in request.units)
+        for port in request.ports:
+            if port in request.outcomes:
+                continue
+            unit = names.socket_unit(*port)
+            state = self.view.get(unit) if (managed and self.view is not None) else None
+            if state in HOLDING_STATES:
+                self.releasing.add(port)
+                if not grouped:
+                    self.stop(unit)
+                if now >= request.deadline:
+                    request.outcomes[port] = protocol.BUSY
+                continue
+            if net.bindable(port, self.ipv6):
+                request.outcomes[port] = protocol.FREE
+                self.releasing.discard(port)
+            elif port in self.releasing and now < request.deadline:
+                continue  # we just let go of it: a copy may still be closing
+            elif port in self.releasing:
+                request.outcomes[port] = protocol.BUSY
+            elif state == "failed":
+                request.outcomes[port] = protocol.TAKEN  # never reserved: someone had it first
+            else:
+                request.outcomes[port] = protocol.IN_USE  # released earlier; its service has it now
+        return len(request.outcomes) == len(request.ports)
 
     def answer(self, address: str | None, reply: protocol.Reply) -> None:
         if address is None or self.control is None:
-            return
+            return  # the original's portrelease does not wait for an answer
         try:
-            self.control.sendto(reply.encode(), address)
+            self.control.sendto(reply.encode(), socket.MSG_DONTWAIT, address)
         except OSError as e:
-            # The client went away or its buffer is full: its loss, not ours.
+            # The client gave up, or its buffer is full: its loss, not ours.
             log.debug(f"cannot answer {address!r}: {e}")
 
-    # -- releasing -----------------------------------------------------------
-
-    def release(self, name: str) -> list[Held]:
-        """Close every socket the name owns; ports listed by several names are
-        released when any of them is."""
-        drop = [h for h in self.held if name == protocol.ALL or name in h.owners]
-        for entry in drop:
-            if entry.port[1] == "udp" or entry.listening:
-                self.selector.unregister(entry.sock)
-            entry.sock.close()
-        self.held = [h for h in self.held if h not in drop]
-        if drop:
-            self.notify_status()
-        return drop
-
-    def ports(self) -> dict[protocol.PortKey, list[str]]:
-        return owners_by_port(self.held)
-
-    def names(self) -> set[str]:
-        return {o for h in self.held for o in h.owners}
-
-    def notify_status(self) -> None:
-        names = self.names()
-        sd.notify(f"STATUS=Holding {len(self.held)} port(s) for {len(names)} name(s)")
+    def refresh_owners(self) -> None:
+        if self.owners_source is not None:
+            found = self.owners_source()
+            if found is not None:
+                self.owners = found
 
     # -- main loop -----------------------------------------------------------
 
+    def notify_status(self) -> None:
+        text = f"STATUS=Holding {len(self.held)} port(s)"
+        if text != self.status_sent and sd.notify(text):
+            self.status_sent = text
+
+    def timeout(self) -> float | None:
+        deadlines = [t for t in (self.next_check, self.reconnect_at) if t is not None]
+        if sd.pending():
+            deadlines.append(time.monotonic() + 0.01)  # the notify socket was full: try again soon
+        if not deadlines:
+            return None
+        return max(0.0, min(deadlines) - time.monotonic())
+
     def run(self) -> None:
-        while self.held:
-            for key, _mask in self.selector.select():
-                key.data()
-        # Holding nothing: answer whatever is queued on the control socket, so
-        # systemd does not start us again for it, then leave.
-        if self.control is not None:
-            self._on_control()
+        self.reserve_fd = _open_reserve()
+        while self.held or self.requests:
+            self.step()
+        # Holding nothing, nobody waiting: answer what is queued, then leave.
+        # A request that arrives after this is kept by systemd's copy of the
+        # control socket and starts the next holder, which answers it.
+        self.drain()
         log.info("holding nothing, exiting")
         sd.notify("STOPPING=1\nSTATUS=Holding nothing")
 
+    def step(self) -> None:
+        if self.manager is not None and self.manager.sock is not None:
+            self.selector.modify(self.manager.fileno(), self._manager_events(), self._on_manager_io)
+        for key, _mask in self.selector.select(self.timeout()):
+            key.data()
+        now = time.monotonic()
+        if self.reconnect_at is not None and now >= self.reconnect_at:
+            if self.manager is not None and self.manager.sock is not None:
+                self.selector.unregister(self.manager.fileno())
+            self._connect()
+        if self.next_check is not None and now >= self.next_check:
+            self.progress()
+        self.notify_status()
+        sd.flush()
+
+    def drain(self) -> None:
+        while True:
+            if self.control is not None:
+                self._on_control()
+            if not self.requests:
+                return
+            while self.requests:
+                self.step()
+
+    def shutdown(self) -> None:
+        """SIGTERM: the requests still waiting are told to ask again (the
+        next holder, or portrelease itself, finishes them)."""
+        self.closing = True
+        for request in self.requests:
+            self.answer(request.address, protocol.Reply.retry())
+        self.requests.clear()
+
     def close(self) -> None:
-        for entry in self.held:
+        for port in list(self.held):
+            entry = self.held.pop(port)
             entry.sock.close()
-        self.held = []
+        if self.manager is not None:
+            self.manager.close()
         self.selector.close()
+        if self.reserve_fd is not None:
+            os.close(self.reserve_fd)
+            self.reserve_fd = None
+
+
+def _open_reserve() -> int | None:
+    try:
+        return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+
+
+_SOCKET_PATH_PREFIX = "/org/freedesktop/systemd1/unit/portreserve_2d"
+_SOCKET_PATH_SUFFIX = "_2esocket"
+
+
+def _is_reservation_path(path: str) -> bool:
+    return path.startswith(_SOCKET_PATH_PREFIX) and path.endswith(_SOCKET_PATH_SUFFIX)
+
+
+def _unit_of_path(path: str) -> str:
+    label = path.rsplit("/", 1)[1]
+    out = bytearray()
+    i = 0
+    while i < len(label):
+        if label[i] == "_" and i + 2 < len(label) and all(c in "0123456789abcdef" for c in label[i + 1 : i + 3]):
+            out.append(int(label[i + 1 : i + 3], 16))
+            i += 3
+        else:
+            out.append(ord(label[i]))
+            i += 1
+    return out.decode("utf-8", "replace")
 
 
 def create_control_socket(path: str) -> socket.socket:
@@ -281,16 +610,39 @@ def install_signal_handlers() -> None:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
-def holder_from_systemd(fds: dict[int, str]) -> Holder:
+def holder_from_systemd(fds: dict[int, str], map_dir: str, manager_socket: str | None) -> Holder:
     raise_fd_limit(len(fds))
     holder = Holder()
+    holder.owners_source = _map_reader(map_dir)
+    holder.refresh_owners()
     holder.adopt(fds)
+    if manager_socket is not None:
+        holder.watch_manager(manager_socket)
     return holder
 
 
+def _map_reader(directory: str) -> Callable[[], dict[str, list[Port]] | None]:
+    """Reads the generator's map again whenever it changed (daemon-reload)."""
+    seen: list[object] = [None]
+
+    def read() -> dict[str, list[Port]] | None:
+        try:
+            st = os.stat(f"{directory}/{names.MAP_FILE}")
+        except OSError:
+            return None
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if key == seen[0]:
+            return None
+        seen[0] = key
+        return names.read_map(directory)
+
+    return read
+
+
 def holder_standalone(config: Config, control_path: str) -> Holder:
-    raise_fd_limit(len(config.owners()))
-    holder = Holder()
+    owners = {r.name: [(p.number, str(p.proto)) for p in r.ports] for r in config.reservations}
+    raise_fd_limit(sum(len(p) for p in owners.values()))
+    holder = Holder(owners)
     holder.attach_control(create_control_socket(control_path))
     holder.bind_all(config)
     return holder

@@ -4,8 +4,13 @@ Imports nothing: portrelease runs in the start path of every consumer service,
 and each import costs it milliseconds.
 """
 
+# Every grouping unit and every socket unit is PartOf= it: stopping it releases
+# everything in one transaction (portrelease '*').
+ALL_UNIT = "portreserve.target"
 GROUP_PREFIX = "portreserve@"
-GROUP_SUFFIX = ".service"
+# A target: a handle on the name's sockets with no process at all (a service
+# needs an ExecStart= or ExecStop=, which would cost PID 1 a fork per name).
+GROUP_SUFFIX = ".target"
 SOCKET_PREFIX = "portreserve-"
 SOCKET_SUFFIX = ".socket"
 PROTOCOLS = ("tcp", "udp")

@@ -1,12 +1,23 @@
 """The control socket protocol, shared by the holder and portrelease.
 
 The original's datagram protocol: a request is one datagram holding a bare
-service name, or '*' for everything.  Extensions: a sender that has an address
-(portrelease autobinds one) gets one datagram back, and the request '.status'
-(a name with a '.' can never be a config file) asks what is held.
+service name, or '*' for everything, exactly as the file is named (no
+stripping: a name may begin or end with a blank).  Extensions: a sender that
+has an address (portrelease autobinds one) gets one datagram back, and the
+request '.status' (a name with a '.' can never be a config file) asks what is
+held.
 
-Answers are text lines: the first is 'OK' or 'ERR reason'; then one line per
-port, 'PORT/PROTO NAME[,NAME...]' with the names escaped as in unit names.
+An answer is text lines.  The first is 'OK', 'ERR reason', or 'RETRY' (the
+holder is going away: ask again, the next one answers).  After 'OK', one line
+per port that was not simply freed, 'PORT/PROTO OUTCOME', then up to
+MAX_FREE_LINES lines for freed ports, then '+N' when N more were freed:
+
+    free     a fresh socket can bind it now, IPv4 and IPv6
+    in-use   released earlier, and bound by someone since (its service)
+    taken    never reserved: another process had it before the reservation
+    busy     still held after the holder's deadline (what holds it is for
+             the client to find out: it may see more of /proc than we do)
+    held     (answers to '.status') held by the holder
 """
 
 from __future__ import annotations
@@ -22,7 +33,11 @@ ALL = "*"
 STATUS = ".status"
 MAX_REQUEST = 1024  # longer than any file name (255 bytes) with room to spare
 MAX_REPLY = 1 << 20
+MAX_FREE_LINES = 512  # an answer to '*' must fit in one datagram
 CONTROL_FDNAME = names.CONTROL_FDNAME
+
+FREE, IN_USE, TAKEN, BUSY, HELD = "free", "in-use", "taken", "busy", "held"
+OUTCOMES = (FREE, IN_USE, TAKEN, BUSY, HELD)
 
 _UCRED = struct.Struct("3i")
 
@@ -39,30 +54,78 @@ class Credentials:
 
 
 class Reply:
-    __slots__ = ("ok", "error", "ports")
+    __slots__ = ("status", "error", "ports", "more")
 
-    def __init__(self, ok: bool, error: str, ports: dict[PortKey, list[str]]) -> None:
-        self.ok, self.error, self.ports = ok, error, ports
+    def __init__(self, status: str, error: str = "", ports: dict[PortKey, str] | None = None, more: int = 0) -> None:
+        self.status = status  # OK, ERR, RETRY
+        self.error = error
+        self.ports: dict[PortKey, str] = ports if ports is not None else {}
+        self.more = more  # freed ports not listed
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "OK"
+
+    @classmethod
+    def refused(cls, reason: str) -> Reply:
+        return cls("ERR", reason)
+
+    @classmethod
+    def retry(cls) -> Reply:
+        return cls("RETRY")
+
+    @classmethod
+    def held(cls, ports: list[PortKey]) -> Reply:
+        return cls("OK", ports=dict.fromkeys(ports, HELD))
+
+    @classmethod
+    def outcomes(cls, outcomes: dict[PortKey, str]) -> Reply:
+        return cls("OK", ports=outcomes)
 
     def encode(self) -> bytes:
-        head = "OK" if self.ok else f"ERR {self.error}"
-        lines = [head] + [f"{n}/{p} {','.join(owners)}" for (n, p), owners in self.ports.items()]
-        return ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape")
+        if self.status == "ERR":
+            return f"ERR {self.error}\n".encode("utf-8", "surrogateescape")
+        lines = [self.status]
+        free = []
+        for (number, proto), outcome in sorted(self.ports.items()):
+            if outcome == FREE:
+                free.append(f"{number}/{proto} {outcome}")
+            else:
+                lines.append(f"{number}/{proto} {outcome}")
+        lines += free[:MAX_FREE_LINES]
+        more = self.more + max(0, len(free) - MAX_FREE_LINES)
+        if more:
+            lines.append(f"+{more}")
+        return ("\n".join(lines) + "\n").encode()
 
     @classmethod
     def decode(cls, data: bytes) -> Reply:
         lines = data.decode("utf-8", "surrogateescape").splitlines()
         if not lines:
-            return cls(False, "empty reply", {})
-        ok = lines[0] == "OK"
-        error = "" if ok else lines[0].removeprefix("ERR").strip()
-        ports: dict[PortKey, list[str]] = {}
+            return cls("ERR", "empty reply")
+        head = lines[0]
+        if head.startswith("ERR"):
+            return cls("ERR", head[3:].strip())
+        if head not in ("OK", "RETRY"):
+            return cls("ERR", f"unexpected reply '{head[:80]}'")
+        reply = cls(head)
         for line in lines[1:]:
-            spec, _, owners = line.partition(" ")
+            if line.startswith("+") and line[1:].isdigit():
+                reply.more += int(line[1:])
+                continue
+            spec, _, outcome = line.partition(" ")
             port = names.parse_port_text(spec)
-            if port is not None:
-                ports[port] = owners.split(",") if owners else []
-        return cls(ok, error, ports)
+            if port is not None and outcome in OUTCOMES:
+                reply.ports[port] = outcome
+        return reply
+
+
+def parse_request(data: bytes) -> str | None:
+    """The name a request asks for; None for a malformed one.  Names are file
+    names: never empty, never with '/' or NUL."""
+    if not data or b"/" in data or b"\0" in data:
+        return None
+    return data.decode("utf-8", "surrogateescape")
 
 
 def enable_credentials(sock: socket.socket) -> None:
@@ -85,15 +148,22 @@ def authorized(creds: Credentials | None) -> bool:
     return creds is not None and creds.uid in (0, os.geteuid())
 
 
+def client_socket() -> socket.socket:
+    """A datagram socket with an autobound abstract address, so the holder
+    can answer."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+    sock.bind("")
+    return sock
+
+
 def request(path: str | os.PathLike[str], text: str, timeout: float) -> Reply:
     """Send one request and wait for the answer.
 
     Raises FileNotFoundError or ConnectionRefusedError when no holder listens,
     TimeoutError when it does not answer in time.
     """
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+    sock = client_socket()
     try:
-        sock.bind("")  # autobind an abstract address, so the holder can answer
         sock.settimeout(timeout)
         sock.sendto(text.encode("utf-8", "surrogateescape"), os.fspath(path))
         return Reply.decode(sock.recv(MAX_REPLY))

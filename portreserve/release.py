@@ -1,19 +1,26 @@
 """portrelease: give a reserved port to the service that asks for it.
 
-It runs in ExecStartPre= of every consumer, so it is lean on purpose: it
-imports socket and import-free helpers only (argparse only to print help or a
-usage error; no subprocess, pathlib or dataclasses), and under systemd it needs
-one round trip to the holder and one systemctl call.
+It runs in ExecStartPre= of every consumer, so it is lean on purpose: under
+`python3 -IS` it imports only _socket, os, sys, time and this package's
+import-free modules (tests/test_imports.py holds it to that; argparse only
+to print help or a usage error).
+
+Under systemd the work is the holder's: portrelease reads the generator's map
+to learn the name's ports; if a fresh socket can bind them all already, there
+is nothing to do; otherwise it sends one request per name to the holder,
+which stops the units and answers once the ports can be bound (protocol.py).
 """
 
 from __future__ import annotations
 
+import _socket as socket
 import os
+import select
 import sys
 import time
 from collections.abc import Sequence
 
-from . import names, net, protocol, rundirs, spawn
+from . import __version__, names, net, protocol, rundirs, spawn
 
 # Not typing.TYPE_CHECKING: importing typing would cost several milliseconds
 # (mypy treats any name TYPE_CHECKING as true).
@@ -23,8 +30,9 @@ if TYPE_CHECKING:
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 ACTIVE_STATES = ("active", "activating", "reloading", "deactivating")
-ALL_UNIT = "portreserve.target"  # units.ALL_UNIT, without importing units
-ALL_SOCKETS_UNIT = "portreserve-sockets.target"  # units.ALL_SOCKETS_UNIT
+# Against a holder that never answers (the original C portreserve): after
+# this long without an answer, look at the ports instead.
+OLD_HOLDER_GRACE = 0.1
 
 Port = tuple[int, str]
 
@@ -37,7 +45,9 @@ DESCRIPTION = (
 EPILOG = (
     "Run as root it acts on the system's reservations; run by another user who has a session "
     "($XDG_RUNTIME_DIR set), on that user's own (systemctl --user, $XDG_CONFIG_HOME/portreserve/). "
-    "A system service with User= must run it as root: ExecStartPre=+/usr/sbin/portrelease NAME. "
+    "A system service with User= must run it as root: ExecStartPre=-+/usr/sbin/portrelease NAME. "
+    "A port that another process took before it could be reserved is reported on stderr, naming "
+    "that process; the exit status stays 0, as the original's. "
     "Exit status: 0 released or nothing to release, 1 a port could not be freed in time or the "
     "holder refused, 2 usage error."
 )
@@ -51,8 +61,6 @@ class Options:
     timeout: float = 5.0
     user: bool | None = None
     socket: str | None = None
-    holder_only: bool = False
-    escaped: bool = False
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,18 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
     scope.add_argument("--user", dest="user", action="store_true", default=None, help="act on the user's reservations")
     scope.add_argument("--system", dest="user", action="store_false", help="act on the system's reservations")
     parser.add_argument("--socket", help="talk to the holder on this control socket (standalone holder)")
-    parser.add_argument(
-        "--holder-only", action="store_true", help="only tell the holder to drop its copies (used by the units)"
-    )
-    parser.add_argument(
-        "--escaped", action="store_true", help="the names are escaped as in unit names (systemd-escape, %%i)"
-    )
+    parser.add_argument("--version", action="version", version=f"portrelease {__version__}")
     return parser
 
 
 def parse_fast(argv: Sequence[str]) -> Options | None:
     """The common command lines without argparse; None for anything else
-    (help, errors, unusual spellings), which argparse then handles."""
+    (help, version, errors, unusual spellings), which argparse then handles.
+    tests/test_release.py checks that both agree on every form."""
     opts = Options()
     opts.names = []
     scopes = 0
@@ -94,7 +98,9 @@ def parse_fast(argv: Sequence[str]) -> Options | None:
             if not eq:
                 value = next(args, "")
             if key == "--socket":
-                opts.socket = value or None
+                if not value:
+                    return None
+                opts.socket = value
                 continue
             try:
                 opts.timeout = float(value)
@@ -103,15 +109,11 @@ def parse_fast(argv: Sequence[str]) -> Options | None:
         elif arg in ("--user", "--system"):
             opts.user = arg == "--user"
             scopes += 1
-        elif arg == "--holder-only":
-            opts.holder_only = True
-        elif arg == "--escaped":
-            opts.escaped = True
         elif arg.startswith("-") and arg != "-":
             return None
         else:
             opts.names.append(arg)
-    if not opts.names or scopes > 1 or opts.socket is None and any(a.startswith("--socket") for a in argv):
+    if not opts.names or scopes > 1:
         return None
     return opts
 
@@ -120,10 +122,8 @@ def parse_args(argv: Sequence[str]) -> Options:
     opts = parse_fast(argv)
     if opts is None:
         opts = build_parser().parse_args(argv, namespace=Options())  # exits on --help and errors
-    if opts.timeout <= 0:
-        build_parser().error("--timeout must be positive")
-    if opts.escaped:
-        opts.names = [names.unescape(n) for n in opts.names]
+    if not opts.timeout > 0 or opts.timeout == float("inf"):
+        build_parser().error("--timeout must be a positive number of seconds")
     if opts.user is None:
         opts.user = rundirs.default_user_scope()
     return opts
@@ -134,174 +134,253 @@ class Release:
         self.opts = opts
         self.user = bool(opts.user)
         self.control = opts.socket or rundirs.control_socket(self.user)
+        self.deadline = time.monotonic() + opts.timeout
+        self.ipv6 = net.has_ipv6()
+        self.status = EXIT_OK
 
     def say(self, message: str) -> None:
         if self.opts.verbose:
             print(message)
 
-    def fail(self, message: str) -> int:
+    def fail(self, message: str) -> None:
         print(f"portrelease: {message}", file=sys.stderr)
-        return EXIT_FAILED
+        self.status = EXIT_FAILED
 
-    def systemctl(self, *args: str, capture: bool = False) -> tuple[int, str]:
-        return spawn.systemctl(self.user, *args, capture=capture)
+    def warn(self, message: str) -> None:
+        print(f"portrelease: {message}", file=sys.stderr)
 
-    def ask_holder(self, name: str) -> tuple[dict[Port, list[str]] | None, str | None]:
-        """(ports the holder released, with their owners, error); (None, None)
-        when no holder runs."""
-        try:
-            reply = protocol.request(self.control, name, self.opts.timeout)
-        except (FileNotFoundError, ConnectionRefusedError):
-            return None, None
-        except PermissionError:
-            return None, (
-                f"permission denied on {self.control}: only root may release system reservations "
-                "(in a unit with User=, use ExecStartPre=+/usr/sbin/portrelease NAME; "
-                "for your own reservations, --user)"
-            )
-        except TimeoutError:
-            return None, f"the holder on {self.control} did not answer within {self.opts.timeout:g} s"
-        except OSError as e:
-            return None, f"cannot reach the holder on {self.control}: {e.strerror}"
-        if not reply.ok:
-            return None, f"the holder refused '{name}': {reply.error}"
-        return reply.ports, None
+    # -- under systemd -------------------------------------------------------
 
-    def holder_only(self) -> int:
-        status = EXIT_OK
+    def under_systemd(self, rmap: dict[str, list[Port]]) -> int:
+        wanted: dict[str, list[Port]] = {}
         for name in self.opts.names:
-            ports, error = self.ask_holder(name)
-            if error:
-                status = self.fail(error)
-            elif ports:
-                self.say(f"{name}: holder dropped {' '.join(map(net.port_text, ports))}")
-        return status
-
-    def standalone(self) -> int:
-        released: dict[Port, str] = {}
-        for name in self.opts.names:
-            ports, error = self.ask_holder(name)
-            if error:
-                return self.fail(error)
-            if ports is None:
-                self.say(f"{name}: no holder running on {self.control}, nothing to release")
-                continue
-            if not ports:
-                self.say(f"{name}: nothing reserved")
-            for port in ports:
-                released.setdefault(port, name)
-        return self.wait(released)
-
-    def under_systemd(self, generator_dir: str, groups: set[str]) -> int:
-        requested = []
-        for name in self.opts.names:
-            if name == protocol.ALL or names.group_unit(name) in groups:
-                requested.append(name)
+            if name == protocol.ALL:
+                wanted[name] = sorted({p for ports in rmap.values() for p in ports})
+            elif name in rmap:
+                wanted[name] = rmap[name]
             else:
                 self.say(f"{name}: nothing reserved")
-        if not requested:
-            return EXIT_OK
-        # The holder drops its copies first, and says which ports it had: the
-        # ones whose socket units are active.
-        released: dict[Port, str] = {}
-        to_stop: dict[str, None] = {}
-        reached = False
-        for name in requested:
-            ports, error = self.ask_holder(name)
-            if error:
-                return self.fail(error)
-            if ports is None:
-                continue
-            reached = True
-            for port, owners in ports.items():
-                released.setdefault(port, name if name != protocol.ALL else ",".join(map(names.unescape, owners)))
-                to_stop[names.socket_unit(*port)] = None
-                for owner in owners if name == protocol.ALL else [names.escape(name)]:
-                    to_stop[f"{names.GROUP_PREFIX}{owner}{names.GROUP_SUFFIX}"] = None
-        if not reached:
-            return self.from_units(generator_dir, requested, groups)
-        if not to_stop:
-            self.say(f"{' '.join(requested)}: nothing reserved any more")
-            return EXIT_OK
-        if protocol.ALL in requested:
-            # Everything: one unit instead of thousands of D-Bus calls.  The
-            # sockets first (all are PartOf= it), the grouping units once the
-            # ports are free: their ExecStop= cost PID 1 a fork each.
-            status, _ = self.systemctl("stop", "--no-block", ALL_SOCKETS_UNIT)
-            if status != 0:
-                return self.fail(f"systemctl stop failed (exit status {status})")
-            result = self.wait(released)
-            # Not waited for: with thousands of grouping units PID 1 is busy
-            # for seconds forking their ExecStop=, and would answer late.
-            spawn.start(["systemctl", *(["--user"] if self.user else []), "--no-block", "stop", ALL_UNIT])
-            return result
-        # Then systemd closes its own copies.  --no-block: what counts is that
-        # the ports can be bound, which wait() checks, and the grouping units'
-        # ExecStop= need not be waited for.
-        status, _ = self.systemctl("stop", "--no-block", "--", *to_stop)
-        if status != 0:
-            return self.fail(f"systemctl stop failed (exit status {status})")
-        return self.wait(released)
+        # Nothing to ask when every port can be bound already: the name was
+        # released before (the usual case for a second call, or a restart).
+        asks = [n for n, ports in wanted.items() if any(not net.bindable(p, self.ipv6) for p in ports)]
+        for name in wanted:
+            if name not in asks:
+                self.say(f"{name}: {self.ports_text(wanted[name])} free")
+        if not asks:
+            return self.status
+        replies = self.ask(asks)
+        if replies is None:
+            # No control socket at all: no holder, and no portreserve.socket
+            # to start one.  Whatever of these units is still active is
+            # stopped here.
+            return self.from_units({n: wanted[n] for n in asks})
+        for name in asks:
+            self.report(name, wanted[name], replies.get(name))
+        return self.status
 
-    def from_units(self, generator_dir: str, requested: list[str], groups: set[str]) -> int:
-        """No holder to ask (it crashed and its control socket is gone, or it
-        was never started): stop whatever of these units is active."""
-        chosen = sorted(groups) if protocol.ALL in requested else [names.group_unit(n) for n in requested]
-        units: dict[str, None] = {}
-        for group in chosen:
-            units[group] = None
-            units.update(dict.fromkeys(names.sockets_of_group(os.path.join(generator_dir, group))))
-        shown = spawn.show(self.user, list(units), ["ActiveState"])
+    def ports_text(self, ports: Sequence[Port]) -> str:
+        return " ".join(map(net.port_text, ports)) or "no ports"
+
+    def report(self, name: str, ports: list[Port], reply: protocol.Reply | str | None) -> None:
+        if isinstance(reply, str):
+            self.fail(reply)
+            return
+        if reply is None:
+            # No answer in time: the ports themselves say whether it worked.
+            busy = [p for p in ports if not net.bindable(p, self.ipv6)]
+            if not busy:
+                self.say(f"{name}: released {self.ports_text(ports)} (the holder did not answer)")
+                return
+            self.fail(
+                f"the holder on {self.control} did not answer within {self.opts.timeout:g} s, and "
+                + "; ".join(f"{net.port_text(p)} is still {net.describe_holders(p)}" for p in busy)
+            )
+            return
+        if not reply.ok:
+            self.fail(f"the holder refused '{name}': {reply.error}")
+            return
+        for port, outcome in sorted(reply.ports.items()):
+            where = f"{net.port_text(port)} ({name})"
+            if outcome == protocol.BUSY:
+                self.fail(f"{where} is still in use after {self.opts.timeout:g} s: {net.describe_holders(port)}")
+            elif outcome == protocol.TAKEN:
+                self.warn(f"{where} was never reserved: another process had it first, {net.describe_holders(port)}")
+            elif outcome == protocol.IN_USE:
+                self.say(f"{where} was released before and is in use now, {net.describe_holders(port)}")
+        freed = [p for p, o in reply.ports.items() if o == protocol.FREE]
+        if freed or reply.more:
+            more = f" and {reply.more} more" if reply.more else ""
+            self.say(f"{name}: released {self.ports_text(sorted(freed))}{more}")
+
+    def ask(self, asks: list[str]) -> dict[str, protocol.Reply | str | None] | None:
+        """One request per name, all at once; {name: reply, error text, or
+        None for no answer in time}; None when no holder can be reached."""
+        replies: dict[str, protocol.Reply | str | None] = dict.fromkeys(asks)
+        open_: dict[int, tuple[str, socket.socket]] = {}
+        try:
+            for name in asks:
+                sent = self.send(name)
+                if sent is None:
+                    if not open_:
+                        return None
+                    continue
+                if isinstance(sent, str):
+                    replies[name] = sent
+                    continue
+                open_[sent.fileno()] = (name, sent)
+            while open_:
+                left = self.deadline - time.monotonic()
+                if left <= 0:
+                    break
+                ready, _, _ = select.select(list(open_), [], [], left)
+                for fd in ready:
+                    name, sock = open_.pop(fd)
+                    try:
+                        reply = protocol.Reply.decode(sock.recv(protocol.MAX_REPLY))
+                    except OSError as e:
+                        replies[name] = f"no answer from the holder on {self.control}: {e.strerror}"
+                        sock.close()
+                        continue
+                    sock.close()
+                    if reply.status == "RETRY":
+                        # That holder is going away; the next one answers.
+                        time.sleep(0.01)
+                        again = self.send(name)
+                        if isinstance(again, socket.socket):
+                            open_[again.fileno()] = (name, again)
+                        else:
+                            replies[name] = again
+                        continue
+                    replies[name] = reply
+        finally:
+            for _name, sock in open_.values():
+                sock.close()
+        return replies
+
+    def send(self, name: str) -> socket.socket | str | None:
+        """A socket with the request sent; an error text; None when there is
+        no holder to send it to."""
+        sock = protocol.client_socket()
+        try:
+            sock.sendto(name.encode("utf-8", "surrogateescape"), self.control)
+        except (FileNotFoundError, ConnectionRefusedError):
+            sock.close()
+            return None
+        except PermissionError:
+            sock.close()
+            return (
+                f"permission denied on {self.control}: only root may release system reservations "
+                "(in a unit with User=, use ExecStartPre=-+/usr/sbin/portrelease NAME; "
+                "for your own reservations, --user)"
+            )
+        except OSError as e:
+            sock.close()
+            return f"cannot reach the holder on {self.control}: {e.strerror}"
+        return sock
+
+    def from_units(self, wanted: dict[str, list[Port]]) -> int:
+        """No holder to ask (its control socket is gone): stop whatever of
+        these units is active, then wait for the ports."""
+        ports = sorted({p for ps in wanted.values() for p in ps})
+        units = [names.socket_unit(*p) for p in ports]
+        shown = spawn.show(self.user, units, ["ActiveState"])
         if shown is None:
-            return self.fail("systemctl show failed")
-        active = [unit for unit, props in shown.items() if props.get("ActiveState") in ACTIVE_STATES]
-        if not active:
-            self.say(f"{' '.join(requested)}: nothing reserved any more")
-            return EXIT_OK
-        status, _ = self.systemctl("stop", "--", *active)
-        if status != 0:
-            return self.fail(f"systemctl stop failed (exit status {status})")
-        ports = {p: "" for u in active if (p := names.port_of_socket_unit(u))}
-        return self.wait(ports)
+            self.fail("systemctl show failed")
+            return self.status
+        active = [u for u in units if shown.get(u, {}).get("ActiveState") in ACTIVE_STATES]
+        if active:
+            status, _ = spawn.systemctl(self.user, "stop", "--", *active)
+            if status != 0:
+                self.fail(f"systemctl stop failed (exit status {status})")
+        stopped = {names.port_of_socket_unit(u) for u in active}
+        busy = self.wait([p for p in ports if p in stopped])
+        for port in busy:
+            self.fail(
+                f"{net.port_text(port)} is still in use after {self.opts.timeout:g} s: {net.describe_holders(port)}"
+            )
+        for port in ports:
+            if port in stopped or net.bindable(port, self.ipv6):
+                continue
+            if shown.get(names.socket_unit(*port), {}).get("ActiveState") == "failed":
+                self.warn(
+                    f"{net.port_text(port)} was never reserved: another process had it first, "
+                    f"{net.describe_holders(port)}"
+                )
+        return self.status
 
-    def wait(self, ports: dict[Port, str]) -> int:
-        """Return once every port can be bound by a fresh process."""
-        ipv6 = net.has_ipv6()
-        deadline = time.monotonic() + self.opts.timeout
+    def wait(self, ports: list[Port]) -> list[Port]:
+        """Poll until every port can be bound; the ones that cannot, at the deadline."""
         busy = list(ports)
         while True:
-            busy = [p for p in busy if not net.bindable(p, ipv6)]
-            if not busy or time.monotonic() >= deadline:
-                break
-            # A bind attempt costs microseconds: poll often rather than back
-            # off, the port usually frees within milliseconds of systemctl.
+            busy = [p for p in busy if not net.bindable(p, self.ipv6)]
+            if not busy or time.monotonic() >= self.deadline:
+                return busy
             time.sleep(0.001)
-        for port in busy:
-            owner = f" ({ports[port]})" if ports[port] else ""
-            self.fail(
-                f"{net.port_text(port)}{owner} is still in use after {self.opts.timeout:g} s: "
-                f"{net.describe_holders(port)}"
-            )
-        if busy:
-            return EXIT_FAILED
-        if ports:
-            self.say("released " + " ".join(f"{net.port_text(p)} ({n})" for p, n in ports.items()))
-        return EXIT_OK
+
+    # -- standalone ----------------------------------------------------------
+
+    def standalone(self) -> int:
+        """The holder binds the ports itself (no systemd), or it is the
+        original C portreserve, which never answers."""
+        open_: dict[int, tuple[str, socket.socket]] = {}
+        for name in self.opts.names:
+            sent = self.send(name)
+            if sent is None:
+                self.say(f"{name}: no holder running on {self.control}, nothing to release")
+            elif isinstance(sent, str):
+                self.fail(sent)
+            else:
+                open_[sent.fileno()] = (name, sent)
+        started = time.monotonic()
+        config_ports: dict[str, list[Port]] | None = None
+        try:
+            while open_:
+                left = self.deadline - time.monotonic()
+                if left <= 0:
+                    break
+                ready, _, _ = select.select(list(open_), [], [], min(left, OLD_HOLDER_GRACE))
+                for fd in ready:
+                    name, sock = open_.pop(fd)
+                    try:
+                        reply: protocol.Reply | str | None = protocol.Reply.decode(sock.recv(protocol.MAX_REPLY))
+                    except OSError as e:
+                        reply = f"no answer from the holder on {self.control}: {e.strerror}"
+                    sock.close()
+                    self.report(name, [], reply)
+                if open_ and time.monotonic() - started >= OLD_HOLDER_GRACE:
+                    # No answer yet: perhaps a holder that never answers.
+                    # Once the ports are free, there is nothing to wait for.
+                    if config_ports is None:
+                        config_ports = self.configured_ports()
+                    for fd, (name, sock) in list(open_.items()):
+                        ports = config_ports.get(name)
+                        if ports is not None and all(net.bindable(p, self.ipv6) for p in ports):
+                            self.say(f"{name}: released {self.ports_text(ports)}")
+                            del open_[fd]
+                            sock.close()
+        finally:
+            for name, sock in open_.values():
+                sock.close()
+                self.report(name, (config_ports or {}).get(name, []), None)
+        return self.status
+
+    def configured_ports(self) -> dict[str, list[Port]]:
+        """What the configuration says (for a holder that never answers)."""
+        from pathlib import Path
+
+        from . import paths
+        from .config import load_config, load_services
+
+        config = load_config(paths.config_dirs(self.user), load_services(Path("/etc/services")))
+        found = {r.name: [(p.number, str(p.proto)) for p in r.ports] for r in config.reservations}
+        found[protocol.ALL] = sorted({p for ports in found.values() for p in ports})
+        return found
 
     def run(self) -> int:
-        if self.opts.holder_only:
-            return self.holder_only()
         if self.opts.socket is None:
-            generator_dir = rundirs.generator_dir(self.user)
-            try:
-                entries = os.listdir(generator_dir)
-            except OSError:
-                entries = []
-            # A prefix test, not name_of_group_unit(): no unescaping of every
-            # entry of a directory that may hold thousands of units.
-            groups = {e for e in entries if names.is_group_unit(e)}
-            if groups:
-                return self.under_systemd(generator_dir, groups)
+            rmap = names.read_map(rundirs.generator_dir(self.user))
+            if rmap is not None:
+                return self.under_systemd(rmap)
         return self.standalone()
 
 
@@ -311,3 +390,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return Release(opts).run()
     except KeyboardInterrupt:
         return 130
+
+
+def entry() -> None:
+    """The installed command: main(), then leave without the interpreter's
+    shutdown (module teardown, GC), milliseconds in the start path of every
+    consumer, for nothing."""
+    try:
+        status = main()
+    except SystemExit as e:  # argparse: --help, --version, usage errors
+        status = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+        if isinstance(e.code, str):
+            print(e.code, file=sys.stderr)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:
+        status = status or EXIT_FAILED
+    os._exit(status)

@@ -131,6 +131,11 @@ def load(args: argparse.Namespace) -> Config:
     return load_config(dirs, load_services(Path(args.services)), lowest)
 
 
+def generator_dir(args: argparse.Namespace) -> str:
+    """Where the generator wrote its map (--generator-dir, else the manager's)."""
+    return getattr(args, "generator_dir", None) or str(paths.generator_dir(args.user))
+
+
 def manager_runs(user: bool) -> bool:
     """Is there a service manager for this scope (sd_booted(), or a user manager)?"""
     if user:
@@ -179,7 +184,7 @@ def timestamp(value: str | None) -> float | None:
 
 
 def systemd_report(args: argparse.Namespace, scope: str) -> Report:
-    loaded = names.read_map(str(paths.generator_dir(args.user))) or {}
+    loaded = names.read_map(generator_dir(args)) or {}
     config = load(args)
     wanted: dict[str, list[Port]] = {r.name: [(p.number, str(p.proto)) for p in r.ports] for r in config.reservations}
     # What the generator would write now against what it wrote last.
@@ -361,7 +366,7 @@ def run_reload(args: argparse.Namespace) -> int:
     if status != 0:
         print("portreserve: systemctl daemon-reload failed", file=sys.stderr)
         return EXIT_FAILED
-    loaded = names.read_map(str(paths.generator_dir(args.user))) or {}
+    loaded = names.read_map(generator_dir(args)) or {}
     groups = {n: names.group_unit(n) for n in loaded}
     units = {n: [groups[n], *(names.socket_unit(*p) for p in loaded[n])] for n in loaded}
     before = show(args.user, list(dict.fromkeys(u for us in units.values() for u in us)))

@@ -1,4 +1,15 @@
-"""portreserve-step-aside.service: let a running holder make way for new sockets."""
+"""portreserve-step-aside.service: let a running holder make way for new sockets.
+
+systemd refuses to start a socket unit while the service it activates runs
+("Socket service portreserve.service already active, refusing"), and a
+running holder could not receive a new socket anyway.  Every grouping unit
+Wants= portreserve-step-aside.service and every reservation socket is ordered
+After= it, so this runs before new sockets start: it asks the service manager
+in what state the holder is, and if it is anything but dead it makes it exit
+(SIGTERM to its main process: it exits 0, so nothing propagates to units that
+Require= it, unlike a stop job), waits until the manager has seen it go, and
+queues its start again, which the manager runs after the new sockets.
+"""
 
 from __future__ import annotations
 
@@ -7,43 +18,61 @@ import os
 import select
 import signal
 import time
-from pathlib import Path
 
-from . import paths, spawn, units
+from . import spawn, units
+
+DEAD = ("inactive", "failed")
+WAIT_SECONDS = 30.0
 
 
-def is_holder(pid: int) -> bool:
+def holder_state(user: bool) -> tuple[str, int]:
+    shown = spawn.show(user, [units.HOLDER_UNIT], ["ActiveState", "MainPID"]) or {}
+    props = shown.get(units.HOLDER_UNIT, {})
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return any(arg.endswith(b"portreserve") for arg in cmdline[:3]) and b"hold" in cmdline
+        pid = int(props.get("MainPID", "0"))
+    except ValueError:
+        pid = 0
+    return props.get("ActiveState", "inactive"), pid
 
 
 def run_step_aside(args: argparse.Namespace) -> int:
-    """Make a running holder exit so that new socket units can start (systemd
-    refuses while their service runs), then have it started again after them."""
-    pidfile = paths.holder_pidfile(args.user)
-    try:
-        pid = int(pidfile.read_text())
-    except (OSError, ValueError):
-        return 0
-    if not is_holder(pid):
-        pidfile.unlink(missing_ok=True)  # stale: the holder was killed
-        return 0
+    """Until the manager says the holder is dead: SIGTERM each main process
+    it reports once it is running.  An activating holder is left to finish
+    starting first (killed before READY=1, a Type=notify service fails with
+    'protocol'); it announces READY as soon as it has adopted its sockets."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    signalled: set[int] = set()
+    was_running = False
+    while True:
+        state, pid = holder_state(args.user)
+        if state in DEAD:
+            break
+        was_running = True
+        if state == "active" and pid > 0 and pid not in signalled:
+            signalled.add(pid)
+            terminate(pid)
+        if time.monotonic() >= deadline:
+            print(f"portreserve: {units.HOLDER_UNIT} did not exit, new reservations may not start", flush=True)
+            return 1
+        time.sleep(0.02)
+    if was_running:
+        # Queued now, this start waits for the new sockets (they are ordered
+        # before their service).  A holder that was not running is started
+        # by the transaction that started us (the grouping unit Wants= it).
+        spawn.systemctl(args.user, "start", "--no-block", units.HOLDER_UNIT)
+    return 0
+
+
+def terminate(pid: int) -> None:
+    """SIGTERM through a pidfd (no pid reuse race) and wait for the exit."""
     try:
         pidfd = os.pidfd_open(pid)
-        os.kill(pid, signal.SIGTERM)  # exits 0: not a stop job, nothing propagates
+    except (ProcessLookupError, OSError):
+        return
+    try:
+        signal.pidfd_send_signal(pidfd, signal.SIGTERM)
+        select.select([pidfd], [], [], WAIT_SECONDS)
     except ProcessLookupError:
-        return 0
-    select.select([pidfd], [], [], 10)
-    os.close(pidfd)
-    # Wait until systemd has seen it go: the sockets' start jobs run next.
-    for _ in range(200):
-        state = spawn.show(args.user, [units.HOLDER_UNIT], ["ActiveState"]) or {}
-        if state.get(units.HOLDER_UNIT, {}).get("ActiveState") not in ("active", "deactivating", "reloading"):
-            break
-        time.sleep(0.01)
-    # Queued now, this start job waits for the new sockets (it is ordered after them).
-    spawn.systemctl(args.user, "start", "--no-block", units.HOLDER_UNIT)
-    return 0
+        pass
+    finally:
+        os.close(pidfd)

@@ -15,10 +15,7 @@ CONTROL_UNIT = "portreserve.socket"
 # holder could not receive the new fd anyway: this unit makes it step aside
 # first.  Its ConditionPathExists= keeps it from running (at no cost) at boot.
 STEP_ASIDE_UNIT = "portreserve-step-aside.service"
-# Every grouping unit is PartOf= it: `portrelease '*'` stops this one unit and
-# systemd stops all the others in a single transaction, instead of portrelease
-# asking for thousands of stop jobs one D-Bus call at a time.
-ALL_UNIT = "portreserve.target"
+ALL_UNIT = names.ALL_UNIT
 
 # Units that call bindresvport() and may start before sockets.target: Debian's
 # rpcbind.service and rpc-statd.service have DefaultDependencies=no.  Ordering
@@ -123,14 +120,6 @@ def render_group_unit(reservation: Reservation, scope: Scope) -> str:
         # unit completes only once systemd has closed its sockets; the holder,
         # which watches the socket units, drops its own copies as they close.
         lines += [f"Before={' '.join(sockets)}"]
-    lines += [
-        "",
-        "[Service]",
-        # No process at all: the unit is a handle on the name's sockets
-        # (start: reserve again; stop: release).
-        "Type=oneshot",
-        "RemainAfterExit=yes",
-    ]
     return "\n".join(lines) + "\n"
 
 

@@ -104,7 +104,7 @@ run 'systemctl start cups.service'
 run "journalctl -b --no-pager -o cat -u cups.service"
 run 'portreserve status'
 say "An admin releases one name with systemctl"
-run 'systemctl stop portreserve@nis.service'
+run 'systemctl stop portreserve@nis.target'
 run 'portcheck free 600/udp 601/udp 602/udp 603/udp && echo "600-603/udp are free"'
 say "A new reservation without a reboot"
 run 'echo 5353/udp > /etc/portreserve/mdns'

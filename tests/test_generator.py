@@ -75,11 +75,11 @@ def test_realistic_reservations(tmp_path: Path) -> None:
         "portreserve-783-udp.socket",
     ]  # dovecot is masked, cups.rpmnew and cups~ are ignored
     assert sorted(p.name for p in (tmp_path / "sockets.target.wants").iterdir()) == [
-        "portreserve@cups.service",
-        "portreserve@my\\x20printer.service",
-        "portreserve@nis.service",
-        "portreserve@slapd.service",
-        "portreserve@spamd.service",
+        "portreserve@cups.target",
+        "portreserve@my\\x20printer.target",
+        "portreserve@nis.target",
+        "portreserve@slapd.target",
+        "portreserve@spamd.target",
     ]
     assert result.stderr == ""
 
@@ -96,12 +96,12 @@ def test_shared_port_is_one_socket_part_of_both_names(tmp_path: Path) -> None:
     unit = parse_unit(tmp_path / "portreserve-631-tcp.socket")
     assert (
         unit["Unit"]["PartOf"]
-        == "portreserve@cups.service portreserve@my\\x20printer.service portreserve-sockets.target"
+        == "portreserve@cups.target portreserve@my\\x20printer.target portreserve-sockets.target"
     )
     assert unit["Socket"]["FileDescriptorName"] == "cups,my\\x20printer"
     assert unit["Socket"]["BindIPv6Only"] == "both"
     assert unit["Socket"]["Service"] == "portreserve.service"
-    group = parse_unit(tmp_path / "portreserve@my\\x20printer.service")
+    group = parse_unit(tmp_path / "portreserve@my\\x20printer.target")
     assert group["Unit"]["Wants"].split() == [
         "portreserve-631-tcp.socket",
         "portreserve-631-udp.socket",

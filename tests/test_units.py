@@ -28,7 +28,7 @@ def test_socket_unit_names_round_trip() -> None:
     for port in (Port(631, Proto.TCP), Port(65535, Proto.UDP)):
         assert units.port_of_socket_unit(units.socket_unit(port)) == port
     assert units.port_of_socket_unit("portreserve.socket") is None
-    assert units.port_of_socket_unit("portreserve@cups.service") is None
+    assert units.port_of_socket_unit("portreserve@cups.target") is None
 
 
 def test_percent_in_free_text_is_doubled() -> None:

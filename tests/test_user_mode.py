@@ -95,5 +95,5 @@ def test_user_generator_reads_xdg_dirs_and_writes_user_units(tmp_path: Path) -> 
     ]
     socket_unit = (tmp_path / "out" / "portreserve-8080-tcp.socket").read_text()
     assert "rpcbind" not in socket_unit and "Before=shutdown.target sockets.target\n" in socket_unit
-    group = (tmp_path / "out" / "portreserve@dev.service").read_text()
+    group = (tmp_path / "out" / "portreserve@dev.target").read_text()
     assert '--holder-only --escaped --user -- "$$1"\' /usr/sbin/portrelease %i' in group

@@ -1,0 +1,83 @@
+# Shared by the boot drivers (sourced): recording checks and waiting for states.
+# shellcheck shell=bash
+
+export PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+mkdir -p /results/checks
+
+# check NAME CMD...: run CMD once and record "ok" or "FAIL (exit N)" with its output.
+check() {
+    local name=$1; shift
+    local out
+    if out=$("$@" 2>&1); then
+        printf 'ok\n%s\n' "$out" > "/results/checks/$name"
+    else
+        printf 'FAIL (exit %s)\n%s\n' "$?" "$out" > "/results/checks/$name"
+    fi
+}
+
+# repeat N NAME CMD...: run CMD N times (it gets the round as $ROUND); record
+# the first failure with its round and output, or "ok" and the count.
+repeat() {
+    local count=$1 name=$2; shift 2
+    local out round
+    for round in $(seq "$count"); do
+        if ! out=$(ROUND=$round "$@" 2>&1); then
+            printf 'FAIL (round %s of %s)\n%s\n' "$round" "$count" "$out" > "/results/checks/$name"
+            return 0
+        fi
+    done
+    printf 'ok\n%s rounds\n' "$count" > "/results/checks/$name"
+}
+
+# eventually CMD...: true once CMD is, within about 10 s (states that systemd
+# or the holder settle asynchronously).
+eventually() {
+    local _
+    for _ in $(seq 200); do "$@" >/dev/null 2>&1 && return 0; sleep 0.05; done
+    "$@"
+}
+
+no_failed_units() {
+    local failed
+    failed=$(systemctl --failed --no-legend --plain)
+    [ -z "$failed" ] || { echo "failed units: $failed"; return 1; }
+}
+
+# The grouping unit of a name: portreserve@NAME.target (round 1: .service).
+group() {
+    if compgen -G "/run/systemd/generator/portreserve@*.service" >/dev/null; then
+        echo "portreserve@$1.service"
+    else
+        echo "portreserve@$1.target"
+    fi
+}
+
+# reserve NAME PORT...: start the name's grouping unit, wait until its ports are held.
+# It waits for the socket units to be active, not for the ports to be taken:
+# probing a port means binding it for a moment, and a probe that happens to
+# bind while systemd binds makes systemd fail the socket (a rival, after all).
+reserve() {
+    local name=$1; shift
+    systemctl start "$(group "$name")" || return 1
+    local spec
+    for spec in "$@"; do
+        eventually systemctl is-active --quiet "portreserve-${spec/\//-}.socket" ||
+            { echo "$name: portreserve-${spec/\//-}.socket not active after start"; return 1; }
+    done
+    portcheck bound "$@" || { echo "$name: $* not held after start"; return 1; }
+}
+
+# held_eventually PORT...: the ports' socket units become active, then the ports are held.
+held_eventually() {
+    local spec
+    for spec in "$@"; do
+        eventually systemctl is-active --quiet "portreserve-${spec/\//-}.socket" || return 1
+    done
+    portcheck bound "$@"
+}
+
+holder_state() {
+    systemctl show -P ActiveState portreserve.service
+}
+
+export -f check repeat eventually no_failed_units group reserve held_eventually holder_state

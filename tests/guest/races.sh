@@ -1,0 +1,187 @@
+#!/bin/bash
+# Boot driver: every way a release can race the holder, PID 1 or another
+# release (issue 8).  Each scenario_* function records its checks under its own
+# name; tests/test_boot_races.py has one test per function, found by name.
+# Names n01..n40 reserve 21001..21040/tcp; n01..n10 also the same port in UDP.
+# new01..new40 (22001..22040/tcp) are written by the reload scenario.
+# Functions run through repeat and bash -c: shellcheck cannot see those calls,
+# and the single-quoted commands expand in the inner shell on purpose.
+# shellcheck disable=SC2016,SC2317
+# shellcheck source=tests/guest/lib.sh
+source /usr/local/lib/boot-tests/lib.sh
+set -u
+
+port() { printf '210%02d' "$((10#${1#n}))"; }
+
+# release_then_free NAME PORT...: portrelease NAME exits 0, and the ports can
+# be bound the moment it returns.
+release_then_free() {
+    local name=$1; shift
+    portrelease "$name" || { echo "portrelease $name: exit $?"; return 1; }
+    portcheck free "$@" || { echo "portrelease $name returned 0 but $* still bound"; ss -Htlunp; return 1; }
+}
+# No failed unit but the socket of the port taken before boot.
+no_failed_but_taken() {
+    local failed
+    failed=$(systemctl --failed --no-legend --plain | grep -v '^portreserve-21040-tcp.socket ')
+    [ -z "$failed" ] || { echo "failed units: $failed"; return 1; }
+}
+export -f port release_then_free no_failed_but_taken
+
+scenario_stop_routes() {
+    reserve n01 21001/tcp 21001/udp
+    # The socket unit itself: only the holder's own view can tell it to let go.
+    check stop_routes.socket_unit bash -c 'systemctl stop portreserve-21001-tcp.socket &&
+        eventually portcheck free 21001/tcp && portcheck bound 21001/udp'
+    check stop_routes.group bash -c 'systemctl stop "$(group n01)" && eventually portcheck free 21001/udp'
+    reserve n01 21001/tcp 21001/udp
+    reserve n02 21002/tcp 21002/udp
+    check stop_routes.restart_group bash -c 'systemctl restart "$(group n02)" && held_eventually 21002/tcp 21002/udp'
+    check stop_routes.all_target bash -c 'systemctl stop portreserve.target &&
+        eventually portcheck free 21001/tcp 21001/udp 21002/tcp 21040/udp'
+    check stop_routes.no_failed no_failed_but_taken
+}
+
+scenario_same_name_twice() {
+    one_round() {
+        reserve n03 21003/tcp 21003/udp || return 1
+        release_then_free n03 21003/tcp 21003/udp > /tmp/twice.1 2>&1 & a=$!
+        release_then_free n03 21003/tcp 21003/udp > /tmp/twice.2 2>&1 & b=$!
+        wait "$a" || { cat /tmp/twice.1; return 1; }
+        wait "$b" || { cat /tmp/twice.2; return 1; }
+    }
+    export -f one_round
+    repeat 25 same_name_twice.both_true one_round
+}
+
+scenario_many_names_and_all() {
+    one_round() {
+        for n in n04 n05 n06 n07; do reserve "$n" "$(port "$n")/tcp" || return 1; done
+        local pids=()
+        for n in n04 n05 n06; do release_then_free "$n" "$(port "$n")/tcp" > "/tmp/many.$n" 2>&1 & pids+=($!); done
+        portrelease '*' > /tmp/many.all 2>&1 & pids+=($!)
+        for p in "${pids[@]}"; do wait "$p" || { cat /tmp/many.*; return 1; }; done
+        portcheck free 21004/tcp 21005/tcp 21006/tcp 21007/tcp
+    }
+    export -f one_round
+    repeat 10 many_names_and_all.all_true one_round
+}
+
+scenario_reserve_one_release_another() {
+    reserve n09 21009/tcp
+    one_round() {
+        portrelease n08 || return 1
+        reserve n09 21009/tcp || return 1
+        systemctl start --no-block "$(group n08)"
+        release_then_free n09 21009/tcp || return 1
+        held_eventually 21008/tcp || { echo "n08 not reserved again"; return 1; }
+    }
+    export -f one_round
+    repeat 20 reserve_one_release_another.both_true one_round
+}
+
+scenario_release_racing_daemon_reload() {
+    one_round() {
+        reserve n10 21010/tcp 21010/udp || return 1
+        systemctl daemon-reload & r=$!
+        release_then_free n10 21010/tcp 21010/udp || { wait "$r"; return 1; }
+        wait "$r"
+        eventually bash -c '[ "$(systemctl show -P ActiveState portreserve-21010-tcp.socket)" = inactive ]'
+    }
+    export -f one_round
+    repeat 30 release_racing_daemon_reload.true_and_consistent one_round
+}
+
+scenario_stale_request_of_a_stopped_holder() {
+    one_round() {
+        reserve n11 21011/tcp || return 1
+        eventually bash -c '[ "$(holder_state)" = active ]' || return 1
+        local pid
+        pid=$(systemctl show -P MainPID portreserve.service)
+        kill -STOP "$pid"
+        if portrelease -t 0.5 n11; then kill -CONT "$pid"; echo "returned 0 while the holder was stopped"; return 1; fi
+        kill -CONT "$pid"
+        # The request it finds when it wakes up is carried out whole: units
+        # stopped and copies dropped, so that the next request is true.
+        eventually portcheck free 21011/tcp || { echo "stale request left 21011 bound"; return 1; }
+        eventually bash -c '[ "$(systemctl show -P ActiveState portreserve-21011-tcp.socket)" = inactive ]' || return 1
+        release_then_free n11 21011/tcp
+    }
+    export -f one_round
+    repeat 3 stale_request_of_a_stopped_holder.consistent one_round
+}
+
+scenario_requests_at_holder_exit() {
+    # 21014 is in use by its service after its release: asking for it again
+    # goes to the holder (or starts one), which must answer "in use".
+    portrelease n14
+    systemd-run --unit=n14-server --service-type=notify -p NotifyAccess=all portcheck serve 21014/tcp
+    one_round() {
+        portrelease '*' || return 1
+        eventually bash -c '[ "$(holder_state)" = inactive ]' || return 1
+        reserve n12 21012/tcp || return 1
+        reserve n13 21013/tcp || return 1
+        local pids=()
+        release_then_free n12 21012/tcp > /tmp/exit.1 2>&1 & pids+=($!)
+        release_then_free n13 21013/tcp > /tmp/exit.2 2>&1 & pids+=($!)
+        portrelease n14 > /tmp/exit.3 2>&1 & pids+=($!)
+        portrelease n14 > /tmp/exit.4 2>&1 & pids+=($!)
+        for p in "${pids[@]}"; do wait "$p" || { cat /tmp/exit.*; return 1; }; done
+    }
+    export -f one_round
+    repeat 15 requests_at_holder_exit.all_answered one_round
+    check requests_at_holder_exit.no_failed no_failed_but_taken
+    systemctl stop n14-server
+}
+
+scenario_reserve_in_a_row_after_exit() {
+    one_round() {
+        portrelease '*' || return 1
+        eventually bash -c '[ "$(holder_state)" = inactive ]' || return 1
+        sleep 0.2
+        for n in n15 n16 n17; do systemctl start "$(group "$n")" || return 1; done
+        held_eventually 21015/tcp 21016/tcp 21017/tcp ||
+            { systemctl list-units --all --no-pager 'portreserve*'; journalctl -n 30 --no-pager; return 1; }
+    }
+    export -f one_round
+    repeat 5 reserve_in_a_row_after_exit.all_held one_round
+    check reserve_in_a_row_after_exit.no_failed no_failed_but_taken
+}
+
+scenario_reload_of_forty_new_names() {
+    for i in $(seq -w 1 40); do echo "220$i/tcp" > "/etc/portreserve/new$i"; done
+    local ports=()
+    for i in $(seq -w 1 40); do ports+=("220$i/tcp"); done
+    check reload_of_forty_new_names.reload portreserve reload
+    check reload_of_forty_new_names.all_held held_eventually "${ports[@]}"
+    check reload_of_forty_new_names.released_one release_then_free new07 22007/tcp
+    check reload_of_forty_new_names.no_failed no_failed_but_taken
+}
+
+scenario_taken_before_boot() {
+    # taken-early.service bound 21040/tcp before the reservation could.
+    check taken_before_boot.unit_failed bash -c '[ "$(systemctl show -P ActiveState portreserve-21040-tcp.socket)" = failed ]'
+    check taken_before_boot.warns bash -c 'out=$(portrelease n40 2>&1); rc=$?; echo "$out"; [ $rc = 0 ] &&
+        grep -q "21040/tcp.*never reserved" <<<"$out" && grep -q "portcheck" <<<"$out"'
+    check taken_before_boot.udp_still_released release_then_free n40 21040/udp
+}
+
+# In this order: the port taken at boot is looked at before anything stops
+# its failed unit; the stop routes end with everything stopped.
+SCENARIOS=(
+    taken_before_boot
+    same_name_twice
+    many_names_and_all
+    reserve_one_release_another
+    release_racing_daemon_reload
+    stale_request_of_a_stopped_holder
+    requests_at_holder_exit
+    reserve_in_a_row_after_exit
+    reload_of_forty_new_names
+    stop_routes
+)
+for scenario in "${SCENARIOS[@]}"; do
+    echo "== $scenario"
+    "scenario_$scenario"
+done
+systemctl list-units --all --no-pager 'portreserve*' > /results/units.txt 2>&1
