@@ -211,6 +211,9 @@ def systemd_report(args: argparse.Namespace, scope: str) -> Report:
 def socket_state(name: str, port: Port, shown: dict[str, dict[str, str]]) -> PortState:
     unit = names.socket_unit(*port)
     props = shown.get(unit, {})
+    # The name's grouping unit: started at boot or by a reload even when this
+    # socket then failed (and was reset) or was stopped before it listened.
+    group_started = timestamp(shown.get(names.group_unit(name), {}).get("ActiveEnterTimestamp")) is not None
     active = props.get("ActiveState", "unknown")
     entered = timestamp(props.get("ActiveEnterTimestamp"))
     # A unit that failed to start never left "active": it has no
@@ -227,7 +230,7 @@ def socket_state(name: str, port: Port, shown: dict[str, dict[str, str]]) -> Por
         state.taken_by = in_use or []
         why = f"taken by {describe(in_use)}" if in_use is not None else "port is free now"
         state.detail = f"{props.get('Result', 'failed')}; {why}"
-    elif active == "inactive" and entered is None:
+    elif active == "inactive" and entered is None and not group_started:
         # Loaded by a daemon-reload but never started since boot.
         state.state, state.since = "pending", left
         state.detail = f"never started: {RELOAD_COMMAND}"
@@ -237,10 +240,12 @@ def socket_state(name: str, port: Port, shown: dict[str, dict[str, str]]) -> Por
             state.detail += f"; in use by {describe(in_use)}"
     elif active == "inactive":
         state.state, state.since = "released", left
+        if entered is None:
+            state.detail = "never held"
         in_use = port_in_use(port)
         if in_use is not None:
             state.taken_by = in_use
-            state.detail = f"in use by {describe(in_use)}"
+            state.detail = ", ".join(filter(None, [state.detail, f"in use by {describe(in_use)}"]))
     return state
 
 

@@ -187,8 +187,8 @@ systemctl show -P MainPID squatter.service > /results/squatter-pid.txt
 
 # the failed one released and cleared: everything as intended again
 systemctl stop squatter.service
-systemctl restart portreserve-1200-tcp.socket
 portrelease taken
+systemctl reset-failed portreserve-1200-tcp.socket
 check t_all_as_intended portreserve status
 
 # a file added since the generator ran: pending, exit 3, with the command
