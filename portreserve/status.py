@@ -401,23 +401,29 @@ def run_reload(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     result = EXIT_OK
     kept = [n for n in sorted(loaded) if n not in new and loaded[n]]
-    active = [n for n in kept if any(before.get(u, {}).get("ActiveState") == "active" for u in units[n][1:])]
+    states = {n: [socket_state(n, p, before) for p in loaded[n]] for n in kept}
+    active = [n for n in kept if any(s.state == "held" for s in states[n])]
+    failed = [n for n in kept if n not in active and any(s.state == "failed" for s in states[n])]
     if active:
         print(f"already reserved: {' '.join(active)}")
-    if len(active) < len(kept):
-        print(f"released earlier, left released: {' '.join(n for n in kept if n not in active)}")
+    released = [n for n in kept if n not in active and n not in failed]
+    if released:
+        print(f"released earlier, left released: {' '.join(released)}")
+    for name in failed:
+        why = "; ".join(f"{s.port[0]}/{s.port[1]} {s.detail}" for s in states[name] if s.state == "failed")
+        print(f"{name}: failed earlier, left alone: {why} (retry: systemctl restart {groups[name]})")
     for name in empty:
         print(f"{name}: nothing to reserve (no valid entries)")
     for name in sorted(new):
         ports = " ".join(f"{n}/{p}" for n, p in loaded[name])
-        failed = []
+        problems = []
         for port in loaded[name]:
             state = socket_state(name, port, after)
             if state.state != "held":
-                failed.append(f"{port[0]}/{port[1]} {state.state}" + (f" ({state.detail})" if state.detail else ""))
-        if failed:
+                problems.append(f"{port[0]}/{port[1]} {state.state}" + (f" ({state.detail})" if state.detail else ""))
+        if problems:
             result = EXIT_FAILED
-            print(f"{name}: failed: {'; '.join(failed)}")
+            print(f"{name}: failed: {'; '.join(problems)}")
         else:
             print(f"{name}: reserved {ports}")
     if result != EXIT_OK and error:

@@ -214,6 +214,12 @@ check t_reload_says_what_happened bash -c 'cat /results/reload.txt;
     grep -E "^released earlier, left released: .*gone" /results/reload.txt &&
     [ "$(grep -c "^late:" /results/reload.txt)" = 1 ] && [ "$(grep -c "^late2:" /results/reload.txt)" = 1 ]'
 check t_reload_held_the_new_port portcheck bound 1700/tcp
+# again: nothing new; the name that failed is named once, with why, and left alone
+check t_reload_again bash -c 'out=$(portreserve reload); rc=$?; echo "$out"; [ $rc = 0 ] &&
+    grep -x "already reserved: held late" <<<"$out" &&
+    grep -E "^late2: failed earlier, left alone: 1701/tcp resources; taken by portcheck \(pid [0-9]+, \
+late-squatter.service\) \(retry: systemctl restart portreserve@late2.target\)$" <<<"$out" &&
+    [ "$(grep -c late2 <<<"$out")" = 1 ]'
 check t_status_after_reload bash -c 'portreserve status; [ $? = 1 ]'
 
 # no reservations at all on a systemd host: still systemd mode
@@ -253,6 +259,7 @@ def status_boot(tmp_path_factory: pytest.TempPathFactory) -> BootResult:
         "t_reload_failed_exit_1",
         "t_reload_says_what_happened",
         "t_reload_held_the_new_port",
+        "t_reload_again",
         "t_status_after_reload",
         "t_no_reservations",
     ],
