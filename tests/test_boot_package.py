@@ -146,3 +146,40 @@ def test_check_names_are_found() -> None:
     # The parametrization above must not pass by finding nothing.
     assert len(check_names(REALISTIC_DRIVER)) > 30
     assert {"p_install", "p_purge", "p_no_unit_left"} <= set(check_names(INSTALL_DRIVER))
+
+
+# -- `make install` with its defaults (/usr/local) ---------------------------------
+
+LOCAL_DRIVER = (
+    DRIVER_PRELUDE
+    + r"""
+export PATH=/usr/local/sbin:$PATH  # root's PATH on Debian has it; the harness's does not
+check l_units_from_usr_local bash -c '[ "$(systemctl show -P FragmentPath portreserve.service)" = \
+    /usr/local/lib/systemd/system/portreserve.service ] && systemctl show -P ExecStart portreserve.service |
+    grep -F "/usr/local/sbin/portreserve"'
+check l_generator_ran bash -c 'grep -x "cups 631/tcp" /run/systemd/generator/portreserve.map'
+check l_held_at_boot portcheck bound 631/tcp
+check l_status bash -c 'portreserve status | grep -E "^cups +631/tcp +held "'
+check l_release bash -c 'portrelease cups && portcheck free 631/tcp'
+check l_not_in_usr bash -c '[ ! -e /usr/sbin/portreserve ] && [ ! -e /usr/lib/python3/dist-packages/portreserve ]'
+"""
+)
+
+
+@pytest.fixture(scope="module")
+def local_install(tmp_path_factory: pytest.TempPathFactory) -> BootResult:
+    dest = tmp_path_factory.mktemp("local-destdir")
+    subprocess.run(["make", "-s", "-C", str(REPO), "install", f"DESTDIR={dest}"], check=True, capture_output=True)
+    assert (dest / "usr/local/sbin/portreserve").exists()
+    return boot(
+        tmp_path_factory.mktemp("local"),
+        files={"/usr/local/bin/portcheck": (PORTCHECK, 0o755), "/etc/portreserve/cups": "631/tcp\n"},
+        install=dest,
+        driver=LOCAL_DRIVER,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize("check", check_names(LOCAL_DRIVER))
+def test_default_make_install_works_under_usr_local(local_install: BootResult, check: str) -> None:
+    assert_check(local_install, check)
