@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from . import names, units
+from . import dropins, names, units
 from .config import Config, Services, load_config, load_services, unprivileged_port_start
 from .paths import config_dirs
 
@@ -108,6 +108,10 @@ def run(
     for error in config.errors:
         log(LOG_WARNING, str(error))
     files, links = generate(config, scope, log)
+    # Zero-step opt-in: NAME.service gets a drop-in that releases NAME (dropins.py).
+    files.update(
+        dropins.generate([r for r in config.reservations if units.group_unit(r.name) in files], scope, dirs, log)
+    )
     if outdir is None:
         for rel, text in files.items():
             out(f"# {rel}\n{text}")

@@ -32,7 +32,3 @@ def control_socket(user: bool) -> Path:
 
 def generator_dir(user: bool) -> Path:
     return Path(rundirs.generator_dir(user))
-
-
-def holder_pidfile(user: bool) -> Path:
-    return Path(rundirs.holder_pidfile(user))

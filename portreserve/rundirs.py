@@ -17,11 +17,6 @@ def generator_dir(user: bool) -> str:
     return f"{user_runtime_dir()}/systemd/generator" if user else "/run/systemd/generator"
 
 
-def holder_pidfile(user: bool) -> str:
-    """Written by a running holder; portreserve-step-aside.service checks for it."""
-    return os.path.join(os.path.dirname(control_socket(user)), "holder.pid")
-
-
 def default_user_scope() -> bool:
     """Which reservations a command acts on when not told: the user's own for a
     user with a session or user manager ($XDG_RUNTIME_DIR is set), the system's

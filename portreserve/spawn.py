@@ -13,20 +13,6 @@ def find_program(name: str) -> str:
     return name
 
 
-def start(argv: list[str]) -> None:
-    """Start a command and do not wait for it.  Its stdin, stdout and stderr
-    are /dev/null: a caller reading our output must not wait for it either."""
-    actions = [
-        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-        (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
-        (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
-    ]
-    try:
-        os.posix_spawn(find_program(argv[0]), argv, os.environ, file_actions=actions)
-    except OSError:
-        pass
-
-
 def run(argv: list[str], capture: bool = False) -> tuple[int, str]:
     """Run a command with stdin closed and our stderr; (exit status, stdout if
     captured)."""

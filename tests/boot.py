@@ -16,7 +16,7 @@ Usage::
     )
     assert result.read("x") == "..."
 
-How it works (the shared "systemd facts" notes, sections 6 and 8, say why):
+How it works (docs/design.md, "The test harness", says why):
 
 * The host runs ``unshare --mount --pid --net --uts --ipc --cgroup --fork`` on a
   generated ``inner.sh``, from inside a fresh cgroup-v2 group
@@ -78,7 +78,7 @@ POLL_SECONDS = 0.05
 TAIL_LINES = 80
 
 # Units that make no sense in a container test root, or that hang there while
-# holding copies of PID 1's fds (facts §8: a getty stuck between fork and exec
+# holding copies of PID 1's fds (docs/design.md F8: a getty stuck between fork and exec
 # kept a released port bound).
 DEFAULT_MASKS: tuple[str, ...] = (
     "getty.target",
@@ -362,7 +362,7 @@ MaxLevelConsole=debug
 """
 
 # Runs the test's driver and always records its status. A failing oneshot
-# never runs ExecStartPost= (facts §8), so everything happens in one script.
+# never runs ExecStartPost= (docs/design.md, test harness), so everything happens in one script.
 _WRAPPER = f"""\
 #!/bin/bash
 date +%s.%N > /results/.driver-start

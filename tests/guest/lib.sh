@@ -64,7 +64,9 @@ reserve() {
         eventually systemctl is-active --quiet "portreserve-${spec/\//-}.socket" ||
             { echo "$name: portreserve-${spec/\//-}.socket not active after start"; return 1; }
     done
-    portcheck bound "$@" || { echo "$name: $* not held after start"; return 1; }
+    # Bound by systemd now; held against every rival once the holder has
+    # adopted them (it clears SO_REUSEADDR on UDP sockets).
+    eventually portcheck bound "$@" || { echo "$name: $* not held after start"; return 1; }
 }
 
 # held_eventually PORT...: the ports' socket units become active, then the ports are held.
@@ -73,7 +75,7 @@ held_eventually() {
     for spec in "$@"; do
         eventually systemctl is-active --quiet "portreserve-${spec/\//-}.socket" || return 1
     done
-    portcheck bound "$@"
+    eventually portcheck bound "$@"
 }
 
 holder_state() {

@@ -18,7 +18,10 @@ port() { printf '210%02d' "$((10#${1#n}))"; }
 release_then_free() {
     local name=$1; shift
     portrelease "$name" || { echo "portrelease $name: exit $?"; return 1; }
-    portcheck free "$@" || { echo "portrelease $name returned 0 but $* still bound"; ss -Htlunp; return 1; }
+    # One probe at a time: two probes binding the same port at once would
+    # each see the other's socket.
+    flock /run/probe.lock portcheck free "$@" ||
+        { echo "portrelease $name returned 0 but $* still bound"; ss -Htlunp; return 1; }
 }
 # No failed unit but the socket of the port taken before boot.
 no_failed_but_taken() {
@@ -155,6 +158,17 @@ scenario_reload_of_forty_new_names() {
     check reload_of_forty_new_names.reload portreserve reload
     check reload_of_forty_new_names.all_held held_eventually "${ports[@]}"
     check reload_of_forty_new_names.released_one release_then_free new07 22007/tcp
+    # The same by hand, while the holder runs: 40 more names in one systemctl start.
+    check reload_of_forty_new_names.holder_running eventually bash -c '[ "$(holder_state)" = active ]'
+    local groups=() more=()
+    for i in $(seq 41 80); do
+        echo "220$i/tcp" > "/etc/portreserve/new$i"
+        groups+=("$(group "new$i")")
+        more+=("220$i/tcp")
+    done
+    systemctl daemon-reload
+    check reload_of_forty_new_names.start_in_one_call systemctl start "${groups[@]}"
+    check reload_of_forty_new_names.all_held_by_hand held_eventually "${more[@]}"
     check reload_of_forty_new_names.no_failed no_failed_but_taken
 }
 

@@ -1,0 +1,508 @@
+"""Zero-step opt-in: the generator gives NAME.service its portrelease.
+
+For every reservation name whose unit exists (NAME.service in the unit search
+path, or the unit a ``# portreserve: unit=`` line in the reservation file
+names), the generator writes ``UNIT.d/portreserve.conf`` into its output
+directory::
+
+    [Service]
+    ExecStartPre=-+/usr/sbin/portrelease --system -- NAME
+
+``+``: as root even with User= (only root may release system reservations);
+``-``: never fails the unit.  The drop-in adds no dependency at all: ordering
+or Conflicts= against the reservation's units in the boot transaction can drop
+the reservation itself (docs/design.md, F15).
+
+Turning it off, none of which the original portreserve reads differently:
+
+* per name, a comment line in the reservation file (the original ignores
+  '#' comments): ``# portreserve: release=manual``;
+* host-wide, ``AutoRelease=no`` in ``portreserve.conf`` in a configuration
+  directory (a name with a '.' is never a reservation name, so the original
+  ignores the file);
+* per unit, the systemd way: a drop-in of the same file name in
+  /etc/systemd/system/UNIT.d/ replaces the generator's, and a symlink to
+  /dev/null there masks it.
+
+Generator path: imports os and stat only, reads each unit directory once.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+
+from .config import ConfigError, Reservation
+from .units import GENERATOR, Scope
+
+# The file name of the drop-in: the name the README's hand-written drop-in
+# always had, so a host that followed it keeps exactly one release per start
+# (an /etc drop-in of the same name replaces the generator's).  It also sorts
+# after "override.conf" (systemctl edit), so an admin's `ExecStartPre=` reset
+# there does not drop the release.
+DROPIN = "portreserve.conf"
+# Host-wide settings, in each configuration directory (later ones win).
+SETTINGS_FILE = "portreserve.conf"
+DIRECTIVE = "portreserve:"
+_MARK = DIRECTIVE.encode()
+AUTOMATIC, MANUAL = "automatic", "manual"
+
+UNIT_NAME_MAX = 255
+_UNIT_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:-_.\\")
+# Our own units never get a drop-in: a holder releasing before it starts, or a
+# grouping unit releasing itself, would undo the reservation.
+OWN_PREFIX = "portreserve"
+_GENERATOR_DIRS = ("/systemd/generator", "/systemd/generator.early", "/systemd/generator.late")
+
+Log = Callable[[int, str], None]
+LOG_WARNING = 4
+
+
+# -- the unit search path, as systemd 252 builds it (src/shared/path-lookup.c) --
+
+
+def _split_path(value: str) -> list[str]:
+    return [os.path.abspath(p) for p in value.split(":") if p]
+
+
+def _home(environ: Mapping[str, str]) -> str | None:
+    home = environ.get("HOME")
+    if home:
+        return home
+    try:  # as systemd's get_home_dir(); only when $HOME is unset
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_dir
+    except (ImportError, KeyError):
+        return None
+
+
+def system_search_path() -> list[str]:
+    # Debian's build (SYSTEM_DATA_UNIT_DIR=/lib/systemd/system); elsewhere /lib
+    # is /usr/lib or absent, and looking there costs nothing.
+    return [
+        "/etc/systemd/system.control",
+        "/run/systemd/system.control",
+        "/run/systemd/transient",
+        "/run/systemd/generator.early",
+        "/etc/systemd/system",
+        "/etc/systemd/system.attached",
+        "/run/systemd/system",
+        "/run/systemd/system.attached",
+        "/run/systemd/generator",
+        "/usr/local/lib/systemd/system",
+        "/lib/systemd/system",
+        "/usr/lib/systemd/system",
+        "/run/systemd/generator.late",
+    ]
+
+
+def user_search_path(environ: Mapping[str, str]) -> list[str]:
+    home = _home(environ)
+    # An empty $XDG_CONFIG_HOME counts as set, as in systemd ("/systemd/user").
+    config_home = environ.get("XDG_CONFIG_HOME", f"{home}/.config" if home else None)
+    data_home = environ.get("XDG_DATA_HOME", f"{home}/.local/share" if home else None)
+    config_dirs = environ.get("XDG_CONFIG_DIRS", "/etc/xdg").split(":")
+    data_dirs = environ.get("XDG_DATA_DIRS", "/usr/local/share:/usr/share").split(":")
+    runtime = environ.get("XDG_RUNTIME_DIR") or None
+
+    def under(base: str | None, *subdirs: str) -> list[str]:
+        return [f"{base}/systemd/{s}" for s in subdirs] if base is not None else []
+
+    found = [
+        *under(config_home, "user.control"),
+        *under(runtime, "user.control", "transient", "generator.early"),
+        *under(config_home, "user"),
+        *(f"{d}/systemd/user" for d in config_dirs if d),
+        "/etc/systemd/user",
+        *under(runtime, "user"),
+        "/run/systemd/user",
+        *under(runtime, "generator"),
+        *under(data_home, "user"),
+        *(f"{d}/systemd/user" for d in data_dirs if d),
+        "/usr/local/lib/systemd/user",
+        "/usr/local/share/systemd/user",
+        "/usr/lib/systemd/user",
+        "/usr/share/systemd/user",
+        *under(runtime, "generator.late"),
+    ]
+    return [os.path.abspath(p) for p in found]
+
+
+def unit_search_path(user: bool, environ: Mapping[str, str] | None = None) -> list[str]:
+    """What `systemd-analyze [--user] unit-paths` prints: $SYSTEMD_UNIT_PATH if
+    set (with the defaults appended when it ends in ':'), else the defaults."""
+    environ = os.environ if environ is None else environ
+    defaults = user_search_path(environ) if user else system_search_path()
+    override = environ.get("SYSTEMD_UNIT_PATH")
+    if override is None:
+        paths = defaults
+    else:
+        paths = _split_path(override) + (defaults if override.endswith(":") else [])
+    return list(dict.fromkeys(paths))
+
+
+def is_generator_dir(path: str) -> bool:
+    return path.endswith(_GENERATOR_DIRS)
+
+
+# -- units ----------------------------------------------------------------------
+
+
+def valid_unit_name(unit: str) -> bool:
+    """systemd's unit_name_is_valid() for services: PREFIX[@INSTANCE].service."""
+    if len(unit) > UNIT_NAME_MAX or not unit.endswith(".service"):
+        return False
+    stem = unit[: -len(".service")]
+    prefix, at, instance = stem.partition("@")
+    return bool(prefix) and _UNIT_CHARS.issuperset(prefix) and _UNIT_CHARS.issuperset(instance.replace("@", ""))
+
+
+def is_template(unit: str) -> bool:
+    return unit.partition("@")[2].startswith(".")
+
+
+def template_of(unit: str) -> str | None:
+    """foo@.service for an instance foo@bar.service, None for anything else."""
+    prefix, at, rest = unit.partition("@")
+    return f"{prefix}@{rest[rest.rindex('.') :]}" if at and "." in rest and not is_template(unit) else None
+
+
+def _masked(path: str) -> bool | None:
+    """True: masked (a symlink to /dev/null, an empty file: systemd's
+    null_or_empty()); False: a unit file; None: no usable file (dangling)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+        return True
+    if stat.S_ISREG(st.st_mode):
+        return st.st_size == 0
+    return None
+
+
+class UnitPath:
+    """The unit search path, each directory listed once."""
+
+    def __init__(self, search_path: Sequence[str]) -> None:
+        self.search_path = list(search_path)
+        # The drop-ins that take precedence over the generator's are those in
+        # the directories before its normal one (/etc, /run and the control
+        # directories); without one in the path (tests), every directory.
+        normal = [i for i, d in enumerate(self.search_path) if d.endswith("/systemd/generator")]
+        self.above_generator = self.search_path[: normal[0]] if normal else self.search_path
+        self._index: dict[str, list[str]] | None = None
+        self._entries: dict[str, set[str]] = {}
+
+    def entries(self, directory: str) -> set[str]:
+        found = self._entries.get(directory)
+        if found is None:
+            try:
+                found = set(os.listdir(directory))
+            except OSError:
+                found = set()
+            self._entries[directory] = found
+        return found
+
+    def index(self) -> dict[str, list[str]]:
+        """{file name: the directories that have it, in priority order}; other
+        generators' output is left out (they run beside us, in any order)."""
+        if self._index is None:
+            self._index = {}
+            for directory in self.search_path:
+                if not is_generator_dir(directory):
+                    for entry in self.entries(directory):
+                        self._index.setdefault(entry, []).append(directory)
+        return self._index
+
+    def _lookup(self, unit: str) -> str | None:
+        """'present', 'masked' or None, from the first directory that has a
+        usable file (systemd skips a dangling symlink)."""
+        for directory in self.index().get(unit, ()):
+            masked = _masked(os.path.join(directory, unit))
+            if masked is not None:
+                return "masked" if masked else "present"
+        return None
+
+    def state(self, unit: str) -> str | None:
+        """'present', 'masked', or None when the unit does not exist.  An instance
+        (foo@bar.service) exists when its own file or its template's does."""
+        found = self._lookup(unit)
+        if found is None and (template := template_of(unit)):
+            found = self._lookup(template)
+        return found
+
+    def dropin_replaced(self, unit: str) -> str | None:
+        """'masked' or 'replaced' when /etc or /run has UNIT.d/portreserve.conf."""
+        for directory in self.above_generator:
+            if f"{unit}.d" in self.entries(directory):
+                masked = _masked(os.path.join(directory, f"{unit}.d", DROPIN))
+                if masked is not None:
+                    return "masked" if masked else "replaced"
+        return None
+
+
+# -- configuration ------------------------------------------------------------------
+
+
+def read_head(path: Path | str, limit: int = 1 << 20) -> bytes | None:
+    """A regular file's first `limit` bytes; None if it is anything else."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        # One read for the file as it is now (plus one byte to see growth).
+        return os.read(fd, min(st.st_size + 1, limit))
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+class Directives:
+    """What the `# portreserve:` comment lines of one reservation file say."""
+
+    def __init__(self) -> None:
+        self.units: list[str] = []
+        self.manual = False
+
+
+def parse_directives(path: Path, data: bytes) -> tuple[Directives, list[ConfigError]]:
+    """Lines ``# portreserve: KEY=VALUE...`` (the original reads them as
+    comments).  Keys: unit=UNIT[.service] (repeatable), release=auto|manual.
+    A comment that merely starts with "portreserve:" and holds no '=' is prose."""
+    found = Directives()
+    errors: list[ConfigError] = []
+    if _MARK not in data:
+        return found, errors
+    for lineno, raw in enumerate(data.split(b"\n"), start=1):
+        text = raw.strip()
+        if not text.startswith(b"#"):
+            continue
+        text = text[1:].strip()
+        if not text.startswith(_MARK):
+            continue
+        words = text[len(DIRECTIVE) :].decode("utf-8", "replace").split()
+        if not any("=" in w for w in words):
+            continue
+
+        def bad(message: str) -> None:
+            errors.append(ConfigError(path, lineno, f"{message}, ignoring"))  # noqa: B023 - used at once
+
+        for word in words:
+            key, eq, value = word.partition("=")
+            if key == "unit" and eq:
+                unit = value if "." in value else f"{value}.service"
+                if not valid_unit_name(unit):
+                    bad(f"'{comment_text(value)}' is not a service unit name")
+                elif is_template(unit):
+                    bad(f"'{value}' is a template: name an instance (foo@bar.service)")
+                elif unit.startswith(OWN_PREFIX):
+                    bad(f"'{value}' is one of portreserve's own units")
+                elif unit not in found.units:
+                    found.units.append(unit)
+            elif key == "release" and value in ("auto", "automatic", "manual"):
+                found.manual = value == "manual"
+            elif key == "release":
+                bad(f"release={comment_text(value)}: expected release=auto or release=manual")
+            else:
+                bad(f"unknown setting '{comment_text(word)}' (expected unit=UNIT or release=auto|manual)")
+    return found, errors
+
+
+_BOOLEANS = {"1": True, "yes": True, "y": True, "true": True, "t": True, "on": True}
+_BOOLEANS.update({"0": False, "no": False, "n": False, "false": False, "f": False, "off": False})
+
+
+def read_settings(config_dirs: Iterable[Path]) -> tuple[bool, list[ConfigError]]:
+    """AutoRelease= from portreserve.conf in each configuration directory (later
+    ones win; a symlink to /dev/null or an empty file says nothing)."""
+    auto = True
+    errors: list[ConfigError] = []
+    for directory in config_dirs:
+        path = Path(directory) / SETTINGS_FILE
+        data = read_head(path)
+        if data is None:
+            continue
+        for lineno, raw in enumerate(data.split(b"\n"), start=1):
+            line = raw.decode("utf-8", "replace").strip()
+            if not line or line[0] in "#;":
+                continue
+            key, eq, value = line.partition("=")
+            key, value = key.strip(), value.strip()
+            if key == "AutoRelease" and eq and value.lower() in _BOOLEANS:
+                auto = _BOOLEANS[value.lower()]
+            elif key == "AutoRelease" and eq:
+                message = f"AutoRelease={comment_text(value)}: expected yes or no"
+                errors.append(ConfigError(path, lineno, f"{message}, ignoring"))
+            else:
+                message = f"unknown setting '{comment_text(line)}' (expected AutoRelease=)"
+                errors.append(ConfigError(path, lineno, f"{message}, ignoring"))
+    return auto, errors
+
+
+# -- who releases a name ------------------------------------------------------------
+
+
+class Release:
+    """The units that release one name, and how."""
+
+    def __init__(self, units: Sequence[str], how: str | None, reason: str) -> None:
+        self.units = tuple(units)  # with how=AUTOMATIC: the units that get the drop-in
+        self.how = how  # AUTOMATIC, MANUAL, or None: nothing releases the name
+        self.reason = reason
+
+
+class Planner:
+    """Decides, for each reservation, which units get a drop-in."""
+
+    def __init__(self, scope: Scope, config_dirs: Iterable[Path], search_path: Sequence[str] | None = None) -> None:
+        self.scope = scope
+        self.units = UnitPath(unit_search_path(scope.user) if search_path is None else search_path)
+        self.auto, self.errors = read_settings(config_dirs)
+
+    def release_of(self, name: str, source: Path, data: bytes | None = None) -> Release:
+        if data is None:
+            data = read_head(source) or b""
+        directives, errors = parse_directives(source, data)
+        self.errors += errors
+        if name == "*":  # portrelease '*' releases everything
+            return Release((), None, "the name '*' means every name to portrelease")
+        named = directives.units
+        candidates = named or ([f"{name}.service"] if valid_unit_name(f"{name}.service") else [])
+        candidates = [u for u in candidates if not u.startswith(OWN_PREFIX)]
+        states = {u: self.units.state(u) for u in candidates}
+        present = [u for u in candidates if states[u] == "present"]
+        if directives.manual:
+            return Release(present or named, MANUAL, f"release=manual in {comment_text(str(source))}")
+        if not self.auto:
+            return Release(present or named, MANUAL, f"AutoRelease=no in {SETTINGS_FILE}")
+        if not present:
+            if not candidates:
+                shown = comment_text(name)
+                return Release((), None, f"'{shown}' is not a unit name; name the unit with '# {DIRECTIVE} unit=UNIT'")
+            masked = [u for u in candidates if states[u] == "masked"]
+            what = f"{', '.join(masked)} masked" if masked else f"no {' or '.join(candidates)} in the unit search path"
+            return Release((), None, what)
+        # A drop-in of ours that /etc or /run masks or replaces is the admin's call.
+        replaced = {u: self.units.dropin_replaced(u) for u in present}
+        generated = [u for u in present if not replaced[u]]
+        if not generated:
+            how = " ".join(f"{u}.d/{DROPIN} {replaced[u]} in /etc or /run" for u in present)
+            return Release(present, MANUAL, how)
+        return Release(generated, AUTOMATIC, "drop-in " + " ".join(f"{u}.d/{DROPIN}" for u in generated))
+
+    def plan(self, reservations: Iterable[Reservation]) -> dict[str, list[Reservation]]:
+        """{unit: the reservations it releases} for every drop-in to write."""
+        plan: dict[str, list[Reservation]] = {}
+        index = self.units.index()
+        for reservation in reservations:
+            data = read_head(reservation.source) or b""
+            # The common case at a thousand names, quickly: no unit of that
+            # name (nor an instance of one) and no directive in the file.
+            if f"{reservation.name}.service" not in index and "@" not in reservation.name and _MARK not in data:
+                continue
+            release = self.release_of(reservation.name, reservation.source, data)
+            if release.how == AUTOMATIC:
+                for unit in release.units:
+                    plan.setdefault(unit, []).append(reservation)
+        return plan
+
+
+def releasing_unit(
+    name: str,
+    reservation_path: Path | str,
+    scope: Scope,
+    config_dirs: Iterable[Path] | None = None,
+    search_path: Sequence[str] | None = None,
+) -> tuple[str | None, str | None]:
+    """(unit, how) for `portreserve status` and `portreserve check`: the unit
+    that releases the name (several: separated by spaces), and AUTOMATIC (the
+    generator's drop-in), MANUAL (the admin said so) or None (nothing does).
+    For many names, use one Planner: it lists each unit directory once."""
+    if config_dirs is None:
+        from .paths import config_dirs as default_dirs
+
+        config_dirs = default_dirs(scope.user)
+    release = Planner(scope, config_dirs, search_path).release_of(name, Path(reservation_path))
+    return (" ".join(release.units) or None), release.how
+
+
+# -- rendering ------------------------------------------------------------------------
+
+_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:_.,+=@/-")
+
+
+def _escaped_char(char: str) -> str:
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
+        return f"\\x{code - 0xDC00:02x}"
+    if char.isprintable():
+        return char
+    return "".join(f"\\x{b:02x}" for b in char.encode("utf-8", "surrogatepass"))
+
+
+def exec_quote(arg: str) -> str:
+    """One argument of an Exec line, so that systemd passes exactly `arg`.
+
+    systemd expands specifiers ('%') in the whole line first, splits words with
+    C unescaping inside and outside quotes, and then replaces '$VAR' in the
+    arguments: '%' -> '%%', '$' -> '$$', '\\' and '"' backslashed, anything not
+    printable (newlines, bytes that are not UTF-8) as \\xNN.  Plain words stay
+    bare.  (A NUL cannot be in a file name.)"""
+    if arg and _PLAIN.issuperset(arg):
+        return arg
+    out = ['"']
+    for char in arg:
+        if char == "%":
+            out.append("%%")
+        elif char == "$":
+            out.append("$$")
+        elif char in '"\\':
+            out.append("\\" + char)
+        else:
+            out.append(_escaped_char(char))
+    out.append('"')
+    return "".join(out)
+
+
+def comment_text(text: str) -> str:
+    """Free text in a comment line: one line, no specifiers to worry about."""
+    return "".join("\\\\" if c == "\\" else _escaped_char(c) for c in text)
+
+
+def render_dropin(unit: str, reservations: Sequence[Reservation], scope: Scope) -> str:
+    names = [r.name for r in reservations]
+    sources = [comment_text(str(r.source)) for r in reservations]
+    args = ["--user" if scope.user else "--system", "--", *names]
+    etc = "~/.config/systemd/user" if scope.user else "/etc/systemd/system"
+    return (
+        f"# Automatically generated by {GENERATOR}\n"
+        f"#\n"
+        f"# {unit} releases its port reservations before it starts:\n"
+        + "".join(f"#   {s}\n" for s in sources)
+        + "# Turn it off for this unit with\n"
+        f"#   ln -s /dev/null {etc}/{comment_text(unit)}.d/{DROPIN}\n"
+        f"# or for a name with a line '# {DIRECTIVE} release=manual' in its file.\n"
+        "\n[Service]\n"
+        f"ExecStartPre=-+{exec_quote(scope.portrelease)} {' '.join(map(exec_quote, args))}\n"
+    )
+
+
+def generate(
+    reservations: Iterable[Reservation], scope: Scope, config_dirs: Iterable[Path], log: Log
+) -> dict[str, str]:
+    """The drop-ins, as {path relative to the output directory: text}."""
+    planner = Planner(scope, list(config_dirs))
+    # A name without a valid port has nothing to release.
+    plan = planner.plan(r for r in reservations if r.ports)
+    for error in planner.errors:
+        log(LOG_WARNING, str(error))
+    return {f"{unit}.d/{DROPIN}": render_dropin(unit, owners, scope) for unit, owners in plan.items()}
