@@ -61,8 +61,16 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--version", action="version", version=f"portreserve {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("hold", parents=common, help="run the holder (the default)")
-    status = sub.add_parser("status", parents=[scope, config], help="show every name, its ports and their state")
-    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status = sub.add_parser(
+        "status",
+        parents=[scope, config],
+        help="show every name, its ports and their state (exit 0 all as intended, 1 failed, 3 reload pending)",
+    )
+    status.add_argument(
+        "--json", nargs="?", const="pretty", choices=["short", "pretty"], help="machine-readable output (pretty)"
+    )
+    status.add_argument("--no-pager", action="store_true", help="do not pipe the output into a pager")
+    status.add_argument("-q", "--quiet", action="store_true", help="print nothing: only the exit status tells")
     sub.add_parser(
         "reload",
         parents=[scope],

@@ -1,4 +1,10 @@
-"""`portreserve status` and `portreserve reload`."""
+"""`portreserve status` and `portreserve reload`.
+
+Exit status of `status` (also in portreserve(8)): 0 every port is held or was
+released as intended; 1 a reservation failed (or the state could not be read);
+3 the configuration changed since the generator last ran (or a name was never
+started since): `portreserve reload` loads it.  2 is argparse's usage error.
+"""
 
 from __future__ import annotations
 
@@ -6,144 +12,423 @@ import argparse
 import dataclasses
 import json
 import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
-from . import names, net, paths, protocol, spawn, units
-from .config import Port, load_config, load_services
+from . import names, net, paths, protocol, spawn
+from .config import Config, load_config, load_services, unprivileged_port_start
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PENDING = 0, 1, 2, 3
+RELOAD_COMMAND = "portreserve reload"
+# Unit types a cgroup path component can end in: the unit that owns a process.
+UNIT_SUFFIXES = (".service", ".scope", ".socket", ".mount", ".swap")
+
+Port = tuple[int, str]
+
+
+@dataclasses.dataclass
+class Holder:
+    """A process that has the port bound (someone else than the reservation)."""
+
+    pid: int
+    process: str
+    unit: str | None
 
 
 @dataclasses.dataclass
 class PortState:
+    name: str
     port: Port
-    state: str  # held, released, failed, ...
+    state: str  # held, released, failed, pending, or systemd's transitional states
+    unit: str | None = None
+    since: float | None = None  # seconds since the epoch
     detail: str = ""
+    taken_by: list[Holder] = dataclasses.field(default_factory=list)
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "port": self.port[0],
+            "proto": self.port[1],
+            "state": self.state,
+            "unit": self.unit,
+            "since": iso_time(self.since),
+            "detail": self.detail,
+            "taken_by": [dataclasses.asdict(h) for h in self.taken_by],
+        }
 
 
-def group_files(generator_dir: Path) -> dict[str, Path]:
-    """Every grouping unit the generator wrote: {unit name: path}."""
-    try:
-        entries = os.listdir(generator_dir)
-    except OSError:
-        return {}
-    return {n: generator_dir / n for n in sorted(entries) if names.is_group_unit(n)}
+@dataclasses.dataclass
+class Report:
+    scope: str
+    mode: str
+    ports: list[PortState]
+    empty: list[str]  # names whose file has no valid entry
+    pending: list[str]  # names added or changed since the generator ran
+
+    def exit_status(self) -> int:
+        if any(p.state == "failed" for p in self.ports):
+            return EXIT_FAILED
+        if self.pending or any(p.state == "pending" for p in self.ports):
+            return EXIT_PENDING
+        return EXIT_OK
 
 
-def systemd_state(user: bool) -> dict[str, list[PortState]] | None:
-    groups = group_files(paths.generator_dir(user))
-    if not groups:
+def iso_time(seconds: float | None) -> str | None:
+    if seconds is None:
         return None
-    sockets = {g: names.sockets_of_group(str(p)) for g, p in groups.items()}
-    every = list(groups) + sorted({s for socks in sockets.values() for s in socks})
-    shown = spawn.show(user, every, ["ActiveState", "SubState", "Result"]) or {}
-    by_name: dict[str, list[PortState]] = {}
-    for group, socks in sockets.items():
-        states = []
-        for unit in socks:
-            port = units.port_of_socket_unit(unit)
-            assert port is not None
-            props = shown.get(unit, {})
-            active = props.get("ActiveState", "unknown")
-            if active == "active":
-                states.append(PortState(port, "held"))
-            elif active == "failed":
-                states.append(PortState(port, "failed", f"{unit}: {props.get('Result', '')}; " + taken_by(port)))
-            elif active == "inactive":
-                states.append(PortState(port, "released", in_use(port)))
-            else:
-                states.append(PortState(port, active))
-        by_name[units.name_of_group_unit(group) or group] = states
-    return by_name
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(seconds))
 
 
-def taken_by(port: Port) -> str:
-    return net.describe_holders(port) if not net.bindable(port, net.has_ipv6()) else "port is free"
+# -- who has a port -------------------------------------------------------------
 
 
-def in_use(port: Port) -> str:
-    """For a released port: who uses it now, if anyone."""
+def unit_of_cgroup(text: str) -> str | None:
+    """The unit that owns a process, from its /proc/PID/cgroup: the innermost
+    component of the cgroup-v2 path that names a unit (slices do not own)."""
+    for line in text.splitlines():
+        if line.startswith("0::"):
+            for part in reversed(line[3:].split("/")):
+                if part.endswith(UNIT_SUFFIXES):
+                    return part  # a unit name keeps its \x escapes
+    return None
+
+
+def unit_of_pid(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            return unit_of_cgroup(f.read())
+    except OSError:
+        return None
+
+
+def holders(port: Port) -> list[Holder]:
+    return [Holder(pid, comm, unit_of_pid(pid)) for pid, comm in net.who_holds(port)]
+
+
+def describe(taken_by: list[Holder]) -> str:
+    if not taken_by:
+        return "an unknown process"
+    return ", ".join(f"{h.process} (pid {h.pid}{', ' + h.unit if h.unit else ''})" for h in taken_by)
+
+
+def port_in_use(port: Port) -> list[Holder] | None:
+    """Who has the port bound now; None when it is free."""
     if net.bindable(port, net.has_ipv6()):
-        return ""
-    return "in use, " + net.describe_holders(port).removeprefix("held ")
+        return None
+    return holders(port)
 
 
-def standalone_state(args: argparse.Namespace) -> dict[str, list[PortState]]:
+# -- the configuration as the generator sees it ---------------------------------
+
+
+def load(args: argparse.Namespace) -> Config:
     dirs = [Path(d) for d in args.config_dir] if args.config_dir else paths.config_dirs(args.user)
-    config = load_config(dirs, load_services(Path(args.services)))
+    # The generator's rule: a user manager cannot bind privileged ports.
+    lowest = unprivileged_port_start() if args.user and os.geteuid() != 0 else 1
+    return load_config(dirs, load_services(Path(args.services)), lowest)
+
+
+def generator_dir(args: argparse.Namespace) -> str:
+    """Where the generator wrote its map (--generator-dir, else the manager's)."""
+    return getattr(args, "generator_dir", None) or str(paths.generator_dir(args.user))
+
+
+def manager_runs(user: bool) -> bool:
+    """Is there a service manager for this scope (sd_booted(), or a user manager)?"""
+    if user:
+        return os.path.exists(os.path.join(os.path.dirname(paths.generator_dir(True)), "private"))
+    return os.path.isdir("/run/systemd/system")
+
+
+# -- state under systemd ----------------------------------------------------------
+
+SHOWN = [
+    "LoadState",
+    "ActiveState",
+    "SubState",
+    "Result",
+    "ActiveEnterTimestamp",
+    "InactiveEnterTimestamp",
+    "StateChangeTimestamp",
+]
+
+
+def show(user: bool, units: list[str]) -> dict[str, dict[str, str]] | None:
+    """One `systemctl show` for every unit, timestamps as seconds since the epoch."""
+    if not units:
+        return {}
+    argv = ["show", "--timestamp=unix", f"--property=Id,{','.join(SHOWN)}", "--", *units]
+    status, output = spawn.systemctl(user, *argv, capture=True)
+    if status != 0:
+        return None
+    shown: dict[str, dict[str, str]] = {}
+    for block in output.split("\n\n"):
+        props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        if "Id" in props:
+            shown[props["Id"]] = props
+    return shown
+
+
+def timestamp(value: str | None) -> float | None:
+    """'@1764652621' (--timestamp=unix) to seconds; None for 'never'."""
+    if not value or not value.startswith("@"):
+        return None
+    try:
+        seconds = float(value[1:])
+    except ValueError:
+        return None
+    return seconds or None
+
+
+def systemd_report(args: argparse.Namespace, scope: str) -> Report:
+    loaded = names.read_map(generator_dir(args)) or {}
+    config = load(args)
+    wanted: dict[str, list[Port]] = {r.name: [(p.number, str(p.proto)) for p in r.ports] for r in config.reservations}
+    # What the generator would write now against what it wrote last.
+    pending = sorted(n for n in wanted.keys() | loaded.keys() if wanted.get(n) != loaded.get(n))
+
+    units = [names.socket_unit(*p) for ps in loaded.values() for p in ps]
+    groups = [names.group_unit(n) for n in loaded]
+    shown = show(args.user, list(dict.fromkeys(units + groups)))
+    if shown is None:
+        raise StatusError("systemctl show failed")
+
+    ports: list[PortState] = []
+    for name in sorted(loaded.keys() | wanted.keys()):
+        for port in loaded.get(name, []):
+            ports.append(socket_state(name, port, shown))
+        for port in wanted.get(name, []):
+            if port not in loaded.get(name, []):
+                ports.append(PortState(name, port, "pending", detail=f"not loaded yet: {RELOAD_COMMAND}"))
+    ports.sort(key=lambda p: (p.name, p.port))
+    empty = sorted(n for n, ps in wanted.items() if not ps)
+    return Report(scope, "systemd", ports, empty, pending)
+
+
+def socket_state(name: str, port: Port, shown: dict[str, dict[str, str]]) -> PortState:
+    unit = names.socket_unit(*port)
+    props = shown.get(unit, {})
+    # The name's grouping unit: started at boot or by a reload even when this
+    # socket then failed (and was reset) or was stopped before it listened.
+    group_started = timestamp(shown.get(names.group_unit(name), {}).get("ActiveEnterTimestamp")) is not None
+    active = props.get("ActiveState", "unknown")
+    entered = timestamp(props.get("ActiveEnterTimestamp"))
+    # A unit that failed to start never left "active": it has no
+    # InactiveEnterTimestamp, but its last state change is when it failed.
+    left = timestamp(props.get("InactiveEnterTimestamp")) or timestamp(props.get("StateChangeTimestamp"))
+    state = PortState(name, port, active, unit)
+    if props.get("LoadState", "not-found") != "loaded":
+        state.state, state.detail = "pending", f"unit not loaded: {RELOAD_COMMAND}"
+    elif active == "active":
+        state.state, state.since = "held", entered
+    elif active == "failed":
+        state.state, state.since = "failed", left
+        in_use = port_in_use(port)
+        state.taken_by = in_use or []
+        why = f"taken by {describe(in_use)}" if in_use is not None else "port is free now"
+        state.detail = f"{props.get('Result', 'failed')}; {why}"
+    elif active == "inactive" and entered is None and not group_started:
+        # Loaded by a daemon-reload but never started since boot.
+        state.state, state.since = "pending", left
+        state.detail = f"never started: {RELOAD_COMMAND}"
+        in_use = port_in_use(port)
+        if in_use is not None:
+            state.taken_by = in_use
+            state.detail += f"; in use by {describe(in_use)}"
+    elif active == "inactive":
+        state.state, state.since = "released", left
+        if entered is None:
+            state.detail = "never held"
+        in_use = port_in_use(port)
+        if in_use is not None:
+            state.taken_by = in_use
+            state.detail = ", ".join(filter(None, [state.detail, f"in use by {describe(in_use)}"]))
+    return state
+
+
+# -- state of a standalone holder -------------------------------------------------
+
+
+def standalone_report(args: argparse.Namespace, scope: str) -> Report:
+    config = load(args)
     try:
         held = protocol.request(args.socket or paths.control_socket(args.user), protocol.STATUS, 2.0).ports
     except (OSError, TimeoutError):
         held = {}
-    held_by = {(p, units.unescape(n)) for p, owners in held.items() for n in owners}
-    by_name: dict[str, list[PortState]] = {}
+    held_by = {(p, names.unescape(n)) for p, owners in held.items() for n in owners}
+    ports: list[PortState] = []
     for reservation in config.reservations:
-        states = []
-        for port in reservation.ports:
+        for p in reservation.ports:
+            port = (p.number, str(p.proto))
             if (port, reservation.name) in held_by:
-                states.append(PortState(port, "held"))
+                ports.append(PortState(reservation.name, port, "held"))
             elif port in held:
-                states.append(PortState(port, "held", "by another name's reservation"))
+                ports.append(PortState(reservation.name, port, "held", detail="by another name's reservation"))
             else:
-                states.append(PortState(port, "released", in_use(port)))
-        by_name[reservation.name] = states
-    return by_name
+                state = PortState(reservation.name, port, "released")
+                in_use = port_in_use(port)
+                if in_use is not None:
+                    state.taken_by, state.detail = in_use, f"in use by {describe(in_use)}"
+                ports.append(state)
+    empty = sorted(r.name for r in config.reservations if not r.ports)
+    return Report(scope, "standalone", ports, empty, [])
+
+
+class StatusError(Exception):
+    pass
+
+
+# -- output ------------------------------------------------------------------------
+
+
+def format_time(seconds: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds)) if seconds else "-"
+
+
+def render_text(report: Report) -> str:
+    lines = [f"Scope: {report.scope} ({report.mode})"]
+    rows = [
+        (p.name, f"{p.port[0]}/{p.port[1]}", p.state, format_time(p.since), ": ".join(filter(None, [p.unit, p.detail])))
+        for p in report.ports
+    ]
+    rows += [(n, "-", "-", "-", "no valid entries") for n in report.empty]
+    if not rows:
+        lines.append("No reservations.")
+    else:
+        header = ("NAME", "PORT", "STATE", "SINCE", "UNIT / DETAIL")
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
+        for row in [header, *rows]:
+            lines.append("  ".join(f"{c:<{w}}" for c, w in zip(row, widths, strict=False)) + "  " + row[4])
+            lines[-1] = lines[-1].rstrip()
+    failed = [p for p in report.ports if p.state == "failed"]
+    if failed:
+        lines.append(f"{len(failed)} port(s) failed: see journalctl -u {failed[0].unit}")
+    waiting = report.pending or sorted({p.name for p in report.ports if p.state == "pending"})
+    if waiting:
+        lines.append(f"Changed since the last load: {' '.join(waiting)}. Run `{RELOAD_COMMAND}` to load them.")
+    return "\n".join(lines) + "\n"
+
+
+def render_json(report: Report, style: str) -> str:
+    document = {
+        "scope": report.scope,
+        "mode": report.mode,
+        "exit_status": report.exit_status(),
+        "ports": [p.as_json() for p in report.ports],
+        "empty": report.empty,
+        "pending": report.pending,
+        "reload_command": RELOAD_COMMAND if report.pending else None,
+    }
+    if style == "short":
+        return json.dumps(document, separators=(",", ":")) + "\n"
+    return json.dumps(document, indent=2) + "\n"
+
+
+def page(text: str, no_pager: bool) -> None:
+    """Through a pager when a person reads a long text on a terminal, as systemctl does."""
+    pager = os.environ.get("SYSTEMD_PAGER", os.environ.get("PAGER", "less"))
+    rows = os.get_terminal_size().lines if sys.stdout.isatty() else 0
+    if no_pager or not rows or text.count("\n") < rows or pager in ("", "cat"):
+        sys.stdout.write(text)
+        return
+    env = dict(os.environ, LESS=os.environ.get("SYSTEMD_LESS", "FRSXMK"))
+    try:
+        subprocess.run(pager, shell=True, input=text, text=True, env=env, check=False)
+    except OSError:
+        sys.stdout.write(text)
 
 
 def run_status(args: argparse.Namespace) -> int:
     scope = "user" if args.user else "system"
-    by_name = None if args.socket else systemd_state(args.user)
-    mode = "systemd" if by_name is not None else "standalone"
-    if by_name is None:
-        by_name = standalone_state(args)
-    if args.json:
-        document = {
-            "scope": scope,
-            "mode": mode,
-            "names": {
-                n: [
-                    {"port": s.port.number, "proto": str(s.port.proto), "state": s.state, "detail": s.detail}
-                    for s in st
-                ]
-                for n, st in by_name.items()
-            },
-        }
-        json.dump(document, sys.stdout, indent=2)
-        print()
-        return 0
-    print(f"Scope: {scope} ({mode})")
-    if not by_name:
-        print("No reservations.")
-        return 0
-    width = max(4, *(len(n) for n in by_name))
-    print(f"{'NAME':<{width}}  {'PORT':<11}  {'STATE':<8}  DETAIL")
-    for name, states in by_name.items():
-        if not states:
-            print(f"{name:<{width}}  {'-':<11}  {'-':<8}  no valid entries")
-        for s in states:
-            print(f"{name:<{width}}  {str(s.port):<11}  {s.state:<8}  {s.detail}".rstrip())
-    return 0
+    try:
+        if args.socket is None and manager_runs(args.user):
+            report = systemd_report(args, scope)
+        else:
+            report = standalone_report(args, scope)
+    except StatusError as e:
+        if not args.quiet:
+            print(f"portreserve: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.quiet:
+        pass
+    elif args.json:
+        sys.stdout.write(render_json(report, args.json))
+    else:
+        page(render_text(report), args.no_pager)
+    return report.exit_status()
+
+
+# -- reload ------------------------------------------------------------------------
 
 
 def run_reload(args: argparse.Namespace) -> int:
     """daemon-reload, then start the reservations that were never active since
-    boot; released ones stay released.  (portreserve-step-aside.service makes a
-    running holder make way and come back with the new sockets.)"""
+    boot; released ones stay released.  Says per name what happened."""
     status, _ = spawn.systemctl(args.user, "daemon-reload")
     if status != 0:
-        print("portreserve: daemon-reload failed", file=sys.stderr)
-        return 1
-    groups = list(group_files(paths.generator_dir(args.user)))
-    shown = spawn.show(args.user, groups, ["ActiveState", "ActiveEnterTimestampMonotonic"]) or {}
-    new = [g for g in groups if shown.get(g, {}).get("ActiveEnterTimestampMonotonic", "0") == "0"]
-    if not new:
-        return 0
-    # The groups with their sockets, in one call: systemctl waits for them all.
-    sockets = [s for g in new for s in names.sockets_of_group(str(paths.generator_dir(args.user) / g))]
-    status, _ = spawn.systemctl(args.user, "start", "--", *new, *sockets)
-    if status != 0:
-        print(f"portreserve: starting {' '.join(new)} failed", file=sys.stderr)
-    print("reserved " + " ".join(units.name_of_group_unit(g) or g for g in new))
-    return 0 if status == 0 else 1
+        print("portreserve: systemctl daemon-reload failed", file=sys.stderr)
+        return EXIT_FAILED
+    loaded = names.read_map(generator_dir(args)) or {}
+    groups = {n: names.group_unit(n) for n in loaded}
+    units = {n: [groups[n], *(names.socket_unit(*p) for p in loaded[n])] for n in loaded}
+    before = show(args.user, list(dict.fromkeys(u for us in units.values() for u in us)))
+    if before is None:
+        print("portreserve: systemctl show failed", file=sys.stderr)
+        return EXIT_FAILED
+
+    def ever_active(unit: str) -> bool:
+        return timestamp(before.get(unit, {}).get("ActiveEnterTimestamp")) is not None
+
+    # New: none of the name's units was ever active since boot.  A name
+    # released since (its units inactive again) stays released.
+    empty = [n for n in sorted(loaded) if not loaded[n]]
+    new = [n for n in loaded if loaded[n] and not any(map(ever_active, units[n]))]
+    error = ""
+    if new:
+        sockets = [names.socket_unit(*p) for n in new for p in loaded[n]]
+        # The groups with their sockets, in one call: systemctl waits for them
+        # all.  Its own messages ("Job for ... failed") are kept for the case
+        # where the units' states below do not say why.
+        argv = ["systemctl", *(["--user"] if args.user else []), "--no-ask-password", "start", "--"]
+        done = subprocess.run([*argv, *(groups[n] for n in new), *sockets], capture_output=True, text=True, check=False)
+        error = done.stderr.strip() if done.returncode != 0 else ""
+    after = show(args.user, [*(groups[n] for n in new), *(names.socket_unit(*p) for n in new for p in loaded[n])])
+    if after is None:
+        print("portreserve: systemctl show failed", file=sys.stderr)
+        return EXIT_FAILED
+    result = EXIT_OK
+    kept = [n for n in sorted(loaded) if n not in new and loaded[n]]
+    states = {n: [socket_state(n, p, before) for p in loaded[n]] for n in kept}
+    active = [n for n in kept if any(s.state == "held" for s in states[n])]
+    failed = [n for n in kept if n not in active and any(s.state == "failed" for s in states[n])]
+    if active:
+        print(f"already reserved: {' '.join(active)}")
+    released = [n for n in kept if n not in active and n not in failed]
+    if released:
+        print(f"released earlier, left released: {' '.join(released)}")
+    for name in failed:
+        why = "; ".join(f"{s.port[0]}/{s.port[1]} {s.detail}" for s in states[name] if s.state == "failed")
+        print(f"{name}: failed earlier, left alone: {why} (retry: systemctl restart {groups[name]})")
+    for name in empty:
+        print(f"{name}: nothing to reserve (no valid entries)")
+    for name in sorted(new):
+        ports = " ".join(f"{n}/{p}" for n, p in loaded[name])
+        problems = []
+        for port in loaded[name]:
+            state = socket_state(name, port, after)
+            if state.state != "held":
+                problems.append(f"{port[0]}/{port[1]} {state.state}" + (f" ({state.detail})" if state.detail else ""))
+        if problems:
+            result = EXIT_FAILED
+            print(f"{name}: failed: {'; '.join(problems)}")
+        else:
+            print(f"{name}: reserved {ports}")
+    if result != EXIT_OK and error:
+        print(error, file=sys.stderr)
+    return result
 
 
 COMMANDS = {"status": run_status, "reload": run_reload}

@@ -7,6 +7,8 @@ Needs root (namespaces, mounts).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -26,6 +28,7 @@ FILES: dict[str, str | bytes | tuple[str | bytes, int]] = {
     "/etc/portreserve/slapd": "ldaps\n",
     "/etc/portreserve/dovecot": "imaps\npop3s\n",
     "/etc/portreserve/nis": "600-603/udp\n",
+    "/etc/portreserve/spamd": "spamd\n",
     # an early RPC service that would grab reserved ports, like rpcbind does
     "/etc/systemd/system/rpcbind.service": textwrap.dedent(
         """\
@@ -37,6 +40,19 @@ FILES: dict[str, str | bytes | tuple[str | bytes, int]] = {
         Type=oneshot
         RemainAfterExit=yes
         ExecStart=/bin/sh -c '/usr/local/bin/portcheck rival 631/tcp 636/tcp 636/udp 993/tcp 600/udp > /run/rival.txt'
+        """
+    ),
+    # a daemon that binds 783/tcp before the reservation's socket starts
+    "/etc/systemd/system/early-daemon.service": textwrap.dedent(
+        """\
+        [Unit]
+        Description=a daemon that takes 783/tcp before portreserve
+        DefaultDependencies=no
+        Before=portreserve-783-tcp.socket sockets.target
+        [Service]
+        Type=notify
+        NotifyAccess=all
+        ExecStart=/usr/local/bin/portcheck serve 783/tcp
         """
     ),
     "/etc/systemd/system/cups.service": textwrap.dedent(
@@ -51,32 +67,53 @@ FILES: dict[str, str | bytes | tuple[str | bytes, int]] = {
         """
     ),
 }
-LINKS = {"/etc/systemd/system/sysinit.target.wants/rpcbind.service": "/etc/systemd/system/rpcbind.service"}
+LINKS = {
+    "/etc/systemd/system/sysinit.target.wants/rpcbind.service": "/etc/systemd/system/rpcbind.service",
+    "/etc/systemd/system/sysinit.target.wants/early-daemon.service": "/etc/systemd/system/early-daemon.service",
+}
 
+# Every command is printed exactly as it can be typed (or pasted) into a root
+# shell, then run with its output indented below it.
 DRIVER = r"""#!/bin/bash
 exec > /results/demo.txt 2>&1
-export PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-show() { echo; echo "# $*"; "$@"; }
-echo "== A fresh boot of systemd $(systemctl --version | head -1 | cut -d' ' -f2) with portreserve installed"
-show ls /usr/lib/portreserve /etc/portreserve
-show cat /etc/portreserve/dovecot
-show systemctl list-sockets --no-pager 'portreserve*'
-show portreserve status
-echo; echo "# what an early rpcbind-like service managed to bind (nothing):"
-cat /run/rival.txt; echo "(end of list)"
-show systemctl status --no-pager --lines=0 portreserve.service
-echo; echo "== cups starts: ExecStartPre=/usr/sbin/portrelease -v cups"
-show systemctl start cups.service
-show journalctl -b --no-pager -o cat -u cups.service -u 'portreserve@cups.target'
-show portreserve status
-echo; echo "== an admin releases one name with systemctl"
-show systemctl stop portreserve@nis.target
-show portcheck free 600/udp 601/udp 602/udp 603/udp && echo "600-603/udp are free"
-echo; echo "== release everything"
-show portrelease -v '*'
+export PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin SYSTEMD_PAGER=cat
+say() { echo; echo "## $*"; }
+run() {
+    echo "$1"
+    local rc=0
+    eval "$1" 2>&1 | sed 's/^/    /' || true
+    rc=${PIPESTATUS[0]}
+    [ "$rc" = 0 ] || echo "    (exit status $rc)"
+}
+say "A fresh boot of systemd $(systemctl --version | head -1 | cut -d' ' -f2) with portreserve installed"
+run 'ls /usr/lib/portreserve /etc/portreserve'
+run 'cat /etc/portreserve/dovecot'
+run "systemctl list-sockets --no-pager 'portreserve*'"
+say "What an early rpcbind-like service managed to bind (nothing):"
+run 'cat /run/rival.txt; echo "(end of list)"'
+say "A daemon took 783/tcp (spamd) before boot reached portreserve:"
+run 'portreserve status'
+run 'systemctl --failed --no-pager'
+run "portreserve status --json=short | python3 -c 'import json, sys
+for p in json.load(sys.stdin)[\"ports\"]:
+    p[\"state\"] == \"failed\" and print(p)'"
+run 'portrelease -v -t 1 spamd'
+run 'systemctl status --no-pager --lines=0 portreserve.service'
+say "cups starts: its ExecStartPre=/usr/sbin/portrelease -v cups"
+run 'systemctl start cups.service'
+run "journalctl -b --no-pager -o cat -u cups.service"
+run 'portreserve status'
+say "An admin releases one name with systemctl"
+run 'systemctl stop portreserve@nis.target'
+run 'portcheck free 600/udp 601/udp 602/udp 603/udp && echo "600-603/udp are free"'
+say "A new reservation without a reboot"
+run 'echo 5353/udp > /etc/portreserve/mdns'
+run 'portreserve status'
+run 'portreserve reload'
+say "Release everything"
+run "portrelease -v '*'"
 sleep 0.5
-show systemctl status --no-pager --lines=3 portreserve.service
-show systemctl --failed --no-pager
+run 'systemctl status --no-pager --lines=3 portreserve.service'
 """
 
 
@@ -89,11 +126,13 @@ def main() -> int:
         dest = work / "dest"
         subprocess.run(["make", "-s", "-C", str(REPO), "install", f"DESTDIR={dest}", "PREFIX=/usr"], check=True)
         try:
-            result = boot(work / "boot", files=FILES, symlinks=LINKS, install=dest, driver=DRIVER, timeout=90)
+            # The harness's own progress lines are not part of the demo.
+            with contextlib.redirect_stdout(io.StringIO()):
+                result = boot(work / "boot", files=FILES, symlinks=LINKS, install=dest, driver=DRIVER, timeout=90)
         except BootError as e:
             print(f"the demo boot failed: {e}", file=sys.stderr)
             return 1
-        print(result.read("demo.txt"))
+        print(result.read("demo.txt").strip("\n"))
         print(f"(booted in {result.boot_seconds:.2f} s, everything torn down after {result.total_seconds:.2f} s)")
     return 0
 

@@ -280,9 +280,9 @@ def test_s1_status_reports_held_ports(realistic: BootResult) -> None:
 
     status = json.loads(realistic.read("status.json"))
     assert status["scope"] == "system" and status["mode"] == "systemd"
-    states = {(s["port"], s["proto"]): s["state"] for s in status["names"]["spamd"]}
+    states = {(s["port"], s["proto"]): s["state"] for s in status["ports"] if s["name"] == "spamd"}
     assert states == {(783, "tcp"): "held", (783, "udp"): "held"}
-    assert "masked" not in status["names"] and "shared2.dpkg-old" not in status["names"]
+    assert not {"masked", "shared2.dpkg-old"} & {s["name"] for s in status["ports"]}
 
 
 def test_s2_early_rivals_never_get_a_reserved_port(realistic: BootResult) -> None:

@@ -206,9 +206,7 @@ def test_status_json_shows_held_and_released(start_daemon: Callable[..., Daemon]
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
     assert document["mode"] == "standalone"
-    states = {
-        (name, f"{e['port']}/{e['proto']}"): e["state"] for name, entries in document["names"].items() for e in entries
-    }
+    states = {(e["name"], f"{e['port']}/{e['proto']}"): e["state"] for e in document["ports"]}
     assert states == expected_table(daemon, released={"P1/tcp", "P1/udp", "P2/udp"})
 
 

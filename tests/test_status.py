@@ -1,0 +1,302 @@
+"""`portreserve status` and `portreserve reload` for people and scripts.
+
+Without a boot: the standalone holder (real processes, real sockets) and the
+pure parts.  With a boot (real systemd 252): every state a port can be in, the
+exit codes, --json fields, `since` from systemd, the process and unit holding a
+port taken before the reservation, files added since the generator ran, and what
+`reload` says per name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from boot import BootResult, boot
+from helpers import Reaper, free_ports, pids_with_arg, plain_bind, portrelease, portreserve, write_config
+from test_boot import DRIVER_PRELUDE, PORTCHECK, assert_check
+
+from portreserve.status import EXIT_FAILED, EXIT_OK, EXIT_PENDING, PortState, Report, unit_of_cgroup
+
+# -- pure parts ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, unit",
+    [
+        ("0::/system.slice/squatter.service\n", "squatter.service"),
+        ("0::/user.slice/user-1000.slice/user@1000.service/app.slice/web.service\n", "web.service"),
+        ("0::/user.slice/user-1000.slice/session-3.scope\n", "session-3.scope"),
+        (
+            "0::/system.slice/system-portreserve.slice/portreserve@my\\x2dprinter.service\n",
+            "portreserve@my\\x2dprinter.service",
+        ),  # fmt: skip
+        ("0::/init.scope\n", "init.scope"),
+        ("0::/\n", None),
+        ("0::/system.slice\n", None),
+        ("12:memory:/foo.service\n", None),  # cgroup v1 lines do not count
+        ("", None),
+    ],
+)
+def test_unit_of_a_process_from_its_cgroup(text: str, unit: str | None) -> None:
+    assert unit_of_cgroup(text) == unit
+
+
+def report(*states: str, pending: list[str] | None = None) -> Report:
+    ports = [PortState("n", (1000 + i, "tcp"), s) for i, s in enumerate(states)]
+    return Report("system", "systemd", ports, [], pending or [])
+
+
+@pytest.mark.parametrize(
+    "states, pending, expected",
+    [
+        ((), [], EXIT_OK),
+        (("held", "released"), [], EXIT_OK),
+        (("held", "failed"), [], EXIT_FAILED),
+        (("held", "pending"), [], EXIT_PENDING),
+        (("held",), ["new"], EXIT_PENDING),
+        (("failed", "pending"), ["new"], EXIT_FAILED),  # a failure wins
+    ],
+)
+def test_exit_status(states: tuple[str, ...], pending: list[str], expected: int) -> None:
+    assert report(*states, pending=pending).exit_status() == expected
+
+
+# -- a standalone holder ----------------------------------------------------------------
+
+
+@pytest.fixture
+def standalone(reaper: Reaper, workdir: Path, tmp_path: Path) -> Callable[[dict[str, str]], list[str]]:
+    """Start a standalone holder on a private config; returns the key arguments."""
+
+    def start(files: dict[str, str]) -> list[str]:
+        config = write_config(tmp_path / "config", {name: text for name, text in files.items()})
+        services = tmp_path / "services"
+        services.write_text("")
+        sock = workdir / "ctl"
+        reaper.marker(str(sock))
+        args = ["--socket", str(sock), "--config-dir", str(config), "--services", str(services)]
+        hold = portreserve("hold", *args)
+        assert hold.returncode == 0, hold.stderr
+        assert len(pids_with_arg(str(sock))) == 1
+        return args
+
+    return start
+
+
+def test_json_has_one_object_per_port_with_separate_fields(
+    standalone: Callable[[dict[str, str]], list[str]],
+) -> None:
+    a, b = free_ports(2)
+    args = standalone({"alpha": f"{a}/tcp\n", "beta": f"{b}/udp\n"})
+    assert portrelease("--socket", args[1], "beta").returncode == 0
+    with plain_bind("udp", b):  # someone else takes the released port: this test process
+        result = portreserve("status", *args, "--json")
+    assert result.returncode == EXIT_OK, result.stderr
+    document = json.loads(result.stdout)
+    assert (document["scope"], document["mode"], document["exit_status"]) == ("system", "standalone", 0)
+    by_name = {p["name"]: p for p in document["ports"]}
+    assert set(by_name) == {"alpha", "beta"}
+    fields = {"name", "port", "proto", "state", "unit", "since", "detail", "taken_by"}
+    assert all(set(p) == fields for p in document["ports"])
+    assert (by_name["alpha"]["port"], by_name["alpha"]["proto"], by_name["alpha"]["state"]) == (a, "tcp", "held")
+    assert (by_name["beta"]["port"], by_name["beta"]["proto"], by_name["beta"]["state"]) == (b, "udp", "released")
+    holder = by_name["beta"]["taken_by"]
+    assert [h["pid"] for h in holder] == [os.getpid()]
+    assert holder[0]["process"] == Path(f"/proc/{os.getpid()}/comm").read_text().strip()
+    assert by_name["alpha"]["taken_by"] == []
+
+
+@pytest.mark.parametrize("flag, lines", [("--json=short", 1), ("--json=pretty", None), ("--json", None)])
+def test_json_short_is_one_line_pretty_is_indented(
+    standalone: Callable[[dict[str, str]], list[str]], flag: str, lines: int | None
+) -> None:
+    (a,) = free_ports(1)
+    args = standalone({"alpha": f"{a}/tcp\n"})
+    result = portreserve("status", *args, flag)
+    assert result.returncode == 0, result.stderr
+    json.loads(result.stdout)
+    if lines is not None:
+        assert result.stdout.count("\n") == lines
+    else:
+        assert result.stdout.count("\n") > 5 and '\n  "ports": [' in result.stdout
+
+
+def test_quiet_prints_nothing_and_no_pager_is_accepted(standalone: Callable[[dict[str, str]], list[str]]) -> None:
+    (a,) = free_ports(1)
+    args = standalone({"alpha": f"{a}/tcp\n"})
+    quiet = portreserve("status", *args, "-q")
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "", "")
+    assert portreserve("status", *args, "--quiet", "--no-pager").stdout == ""
+    table = portreserve("status", *args, "--no-pager")
+    assert table.returncode == 0 and f"{a}/tcp" in table.stdout
+
+
+def test_unknown_json_style_is_a_usage_error(standalone: Callable[[dict[str, str]], list[str]]) -> None:
+    (a,) = free_ports(1)
+    args = standalone({"alpha": f"{a}/tcp\n"})
+    result = portreserve("status", *args, "--json=yaml")
+    assert result.returncode == 2 and "invalid choice" in result.stderr
+
+
+# -- under a real systemd -----------------------------------------------------------------
+
+STATUS_FILES: dict[str, str | bytes | tuple[str | bytes, int]] = {
+    "/usr/local/bin/portcheck": (PORTCHECK, 0o755),
+    "/etc/portreserve/held": "1500/tcp\n",
+    "/etc/portreserve/taken": "1200/tcp\n1201/tcp\n",
+    "/etc/portreserve/gone": "1600/udp\n",
+    "/etc/portreserve/empty": "# nothing valid\n",
+    # holds 1200/tcp before the reservation's socket unit starts
+    "/etc/systemd/system/squatter.service": (
+        "[Unit]\nDefaultDependencies=no\nBefore=portreserve-1200-tcp.socket sockets.target\n"
+        "[Service]\nType=notify\nNotifyAccess=all\nExecStart=/usr/local/bin/portcheck serve 1200/tcp\n"
+    ),
+    "/etc/systemd/system/consumer.service": (
+        "[Service]\nType=notify\nNotifyAccess=all\nExecStart=/usr/local/bin/portcheck serve 1600/udp\n"
+    ),
+}
+STATUS_LINKS = {"/etc/systemd/system/sysinit.target.wants/squatter.service": "/etc/systemd/system/squatter.service"}
+
+STATUS_DRIVER = (
+    DRIVER_PRELUDE
+    + r"""
+# The reservations' sockets, started here too: the states below are what
+# status must report, however the boot got there (test_boot.py checks that
+# the boot itself reserves them).  1200/tcp is taken: its socket fails.
+systemctl start portreserve-1500-tcp.socket portreserve-1201-tcp.socket portreserve-1600-udp.socket
+systemctl start portreserve-1200-tcp.socket
+portrelease gone
+systemctl start consumer.service
+js() { portreserve status --json=short; }
+export -f js
+check t_failed_exit_1 bash -c 'portreserve status --no-pager > /results/status.txt; [ $? = 1 ]'
+js > /results/status1.json
+check t_table bash -c 'head -1 /results/status.txt | grep -x "Scope: system (systemd)" &&
+    grep -E "^taken +1200/tcp +failed .*portcheck \(pid [0-9]+, squatter.service\)" /results/status.txt &&
+    grep -E "^held +1500/tcp +held " /results/status.txt &&
+    grep -E "^gone +1600/udp +released .*in use by portcheck \(pid [0-9]+, consumer.service\)" /results/status.txt &&
+    grep -E "^empty +- +- +- +no valid entries" /results/status.txt'
+check t_quiet bash -c 'out=$(portreserve status -q); rc=$?; [ -z "$out" ] && [ $rc = 1 ]'
+systemctl show --timestamp=unix -P ActiveEnterTimestamp portreserve-1500-tcp.socket > /results/held-since.txt
+systemctl show -P MainPID squatter.service > /results/squatter-pid.txt
+
+# the failed one released and cleared: everything as intended again
+systemctl stop squatter.service
+portrelease taken
+systemctl reset-failed portreserve-1200-tcp.socket
+check t_all_as_intended portreserve status
+
+# a file added since the generator ran: pending, exit 3, with the command
+echo 1700/tcp > /etc/portreserve/late
+check t_pending_exit_3 bash -c 'portreserve status > /results/status-pending.txt; [ $? = 3 ] &&
+    grep -E "^late +1700/tcp +pending " /results/status-pending.txt &&
+    grep "portreserve reload" /results/status-pending.txt'
+js > /results/status-pending.json
+# daemon-reload alone loads it but starts nothing: still pending
+systemctl daemon-reload
+check t_pending_after_daemon_reload bash -c 'portreserve status >/dev/null; [ $? = 3 ]'
+
+# reload: per name, once, truthfully
+systemd-run --unit=late-squatter -p Type=notify -p NotifyAccess=all /usr/local/bin/portcheck serve 1701/tcp
+echo 1701/tcp > /etc/portreserve/late2
+portreserve reload > /results/reload.txt 2> /results/reload.err
+echo $? > /results/reload.rc
+check t_reload_failed_exit_1 bash -c '[ "$(cat /results/reload.rc)" = 1 ]'
+check t_reload_says_what_happened bash -c 'cat /results/reload.txt;
+    grep -x "late: reserved 1700/tcp" /results/reload.txt &&
+    grep -E "^late2: failed: 1701/tcp failed .*portcheck \(pid [0-9]+, late-squatter.service\)" /results/reload.txt &&
+    grep -x "already reserved: held" /results/reload.txt &&
+    grep -E "^released earlier, left released: .*gone" /results/reload.txt &&
+    [ "$(grep -c "^late:" /results/reload.txt)" = 1 ] && [ "$(grep -c "^late2:" /results/reload.txt)" = 1 ]'
+check t_reload_held_the_new_port portcheck bound 1700/tcp
+# again: nothing new; the name that failed is named once, with why, and left alone
+check t_reload_again bash -c 'out=$(portreserve reload); rc=$?; echo "$out"; [ $rc = 0 ] &&
+    grep -x "already reserved: held late" <<<"$out" &&
+    grep -E "^late2: failed earlier, left alone: 1701/tcp resources; taken by portcheck \(pid [0-9]+, \
+late-squatter.service\) \(retry: systemctl restart portreserve@late2.target\)$" <<<"$out" &&
+    [ "$(grep -c late2 <<<"$out")" = 1 ]'
+check t_status_after_reload bash -c 'portreserve status; [ $? = 1 ]'
+
+# no reservations at all on a systemd host: still systemd mode
+rm -f /etc/portreserve/*
+systemctl daemon-reload
+check t_no_reservations bash -c 'out=$(portreserve status); echo "$out";
+    [ "$(echo "$out" | head -1)" = "Scope: system (systemd)" ] && grep -x "No reservations." <<<"$out"'
+"""
+)
+
+
+@pytest.fixture(scope="module")
+def status_boot(tmp_path_factory: pytest.TempPathFactory) -> BootResult:
+    dest = tmp_path_factory.mktemp("destdir")
+    subprocess.run(["make", "-s", "install", f"DESTDIR={dest}", "PREFIX=/usr"], cwd=Path(__file__).parent.parent,
+                   check=True)  # fmt: skip
+    return boot(
+        tmp_path_factory.mktemp("status"),
+        files=STATUS_FILES,
+        symlinks=STATUS_LINKS,
+        install=dest,
+        driver=STATUS_DRIVER,
+        timeout=120,
+    )
+
+
+@pytest.mark.boot
+@pytest.mark.parametrize(
+    "check",
+    [
+        "t_failed_exit_1",
+        "t_table",
+        "t_quiet",
+        "t_all_as_intended",
+        "t_pending_exit_3",
+        "t_pending_after_daemon_reload",
+        "t_reload_failed_exit_1",
+        "t_reload_says_what_happened",
+        "t_reload_held_the_new_port",
+        "t_reload_again",
+        "t_status_after_reload",
+        "t_no_reservations",
+    ],
+)
+def test_status_and_reload_under_systemd(status_boot: BootResult, check: str) -> None:
+    assert_check(status_boot, check)
+
+
+@pytest.mark.boot
+def test_json_fields_under_systemd(status_boot: BootResult) -> None:
+    document = json.loads(status_boot.read("status1.json"))
+    assert (document["mode"], document["exit_status"]) == ("systemd", 1)
+    ports = {(p["name"], p["port"], p["proto"]): p for p in document["ports"]}
+    held = ports[("held", 1500, "tcp")]
+    assert (held["state"], held["unit"], held["taken_by"]) == ("held", "portreserve-1500-tcp.socket", [])
+    # since: systemd's ActiveEnterTimestamp, to the second
+    seconds = int(status_boot.read("held-since.txt").strip().lstrip("@").split(".")[0])
+    import datetime
+
+    assert int(datetime.datetime.fromisoformat(held["since"]).timestamp()) == seconds
+    taken = ports[("taken", 1200, "tcp")]
+    assert taken["state"] == "failed" and taken["since"] is not None
+    assert taken["taken_by"] == [
+        {"pid": int(status_boot.read("squatter-pid.txt")), "process": "portcheck", "unit": "squatter.service"}
+    ]
+    gone = ports[("gone", 1600, "udp")]
+    assert gone["state"] == "released" and [h["unit"] for h in gone["taken_by"]] == ["consumer.service"]
+    assert document["empty"] == ["empty"]
+
+
+@pytest.mark.boot
+def test_json_pending_names_the_command(status_boot: BootResult) -> None:
+    document = json.loads(status_boot.read("status-pending.json"))
+    assert (document["exit_status"], document["pending"], document["reload_command"]) == (
+        3,
+        ["late"],
+        "portreserve reload",
+    )
+    late = [p for p in document["ports"] if p["name"] == "late"]
+    assert [(p["port"], p["proto"], p["state"]) for p in late] == [(1700, "tcp", "pending")]
