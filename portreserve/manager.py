@@ -210,20 +210,21 @@ class Connection:
         self.on_signal(path, member, Message.from_buffer(raw).body)
 
     def _lost(self, why: str) -> None:
+        callbacks = list(self.pending.values())
         self.close()
+        for callback in callbacks:
+            callback(False, ("connection lost",))
         self.on_lost(why)
 
     def close(self) -> None:
+        """Close the connection; calls still unanswered are forgotten."""
         if self.sock is not None:
             self.sock.close()
             self.sock = None
         self.closed = True
         self.ready = False
         self.outgoing.clear()
-        callbacks = list(self.pending.values())
         self.pending.clear()
-        for callback in callbacks:
-            callback(False, ("connection lost",))
 
     # -- calls ---------------------------------------------------------------
 
