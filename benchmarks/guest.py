@@ -1,11 +1,11 @@
 #!/usr/bin/python3
-"""Measurements inside a benchmark boot; run by the guest's /usr/bin/python3.
+"""Measurements inside a benchmark boot, by the guest's /usr/bin/python3.
 
-    guest.py PLAN-JSON      PLAN: [[step, {arguments}], ...], run in order
+    guest.py '[[STEP, {ARGUMENTS}], ...]'    runs step_STEP(**ARGUMENTS) in order
 
-Every step writes /results/STEP.json: its figures, or {"error": traceback}.
-Names benchI own port BASE+I (one line per protocol); "bindable" is what a
-fresh server needs: [::] dual-stack (IPv4 and IPv6), SO_REUSEADDR for TCP.
+Each writes /results/STEP.json: its figures (milliseconds) or {"error": traceback}.
+Name benchI owns port 20000+I; "bindable": a fresh [::] dual-stack socket binds
+it (SO_REUSEADDR for TCP), as a server would.
 """
 
 import errno
@@ -23,8 +23,10 @@ from jeepney.io.blocking import DBusConnectionBase, prep_socket
 from jeepney.low_level import HeaderFields
 from jeepney.wrappers import DBusAddress, new_method_call
 
+BASE = 20000
 PY = "/usr/bin/python3"
 FLOOR = [PY, "-IS", "-c", "pass"]  # the bare interpreter, as portrelease's #! starts it
+PORTRELEASE = "/usr/sbin/portrelease"
 MANAGER = DBusAddress("/org/freedesktop/systemd1", "org.freedesktop.systemd1", "org.freedesktop.systemd1.Manager")
 now = time.perf_counter
 
@@ -32,8 +34,7 @@ now = time.perf_counter
 def bindable(port, proto):
     sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
     try:
-        if proto == "tcp":
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, proto == "tcp")
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.bind(("::", port))
         return True
@@ -45,36 +46,32 @@ def bindable(port, proto):
         sock.close()
 
 
-def ports_of(names, base, protos):
-    return [(base + int(n[5:]), p) for n in names for p in protos]
+def ports_of(indexes, protos):
+    return [(BASE + i, p) for i in indexes for p in protos]
 
 
 def stats(values):
-    """median, p90, p95 (nearest rank), max of a list of milliseconds."""
     v = sorted(values)
-    rank = lambda q: v[max(0, -(-q * len(v) // 100) - 1)]  # noqa: E731
+    rank = lambda q: v[max(0, -(-q * len(v) // 100) - 1)]  # noqa: E731  (nearest rank)
     return {"n": len(v), "median": statistics.median(v), "p90": rank(90), "p95": rank(95), "max": v[-1]} if v else {}
 
 
-def ms(t0, t1=None):
-    return ((now() if t1 is None else t1) - t0) * 1e3
+def ms(t0):
+    return (now() - t0) * 1e3
 
 
 def timed(argv):
     t0 = now()
-    rc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE).returncode
+    rc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL).returncode
     return ms(t0), rc
 
 
-def wait_free(ports, t0, timeout=10.0):
-    """ms from t0 until every port is bindable (None: not within timeout)."""
-    busy = list(ports)
-    while busy:
-        busy = [p for p in busy if not bindable(*p)]
-        if busy and now() - t0 > timeout:
+def wait_free(ports, t0, timeout=30.0):
+    """ms from t0 until every port is bindable; None if not within timeout."""
+    while ports := [p for p in ports if not bindable(*p)]:
+        if now() - t0 > timeout:
             return None
-        if busy:
-            time.sleep(0.0005)
+        time.sleep(0.0005)
     return ms(t0)
 
 
@@ -83,7 +80,7 @@ def show(unit, prop):
 
 
 def wait_holding(count):
-    """Until portreserve.service runs and says it holds `count` ports; its pid."""
+    """The holder's pid, once it says it holds `count` ports."""
     for _ in range(6000):
         if show("portreserve.service", "StatusText") == f"Holding {count} port(s)":
             return int(show("portreserve.service", "MainPID"))
@@ -92,269 +89,234 @@ def wait_holding(count):
 
 
 class Manager:
-    """A blocking D-Bus client on PID 1's private socket (no Hello() there)."""
+    """A blocking D-Bus client of PID 1's private socket (no Hello() there)."""
 
     def __init__(self):
         self.conn = DBusConnectionBase(prep_socket("/run/systemd/private"))
         self.serial = 0
-        # systemd 252 leaves a call that arrives with (or just after) BEGIN
-        # unanswered until the next event on the connection: 4 of 4 tries.
+        # systemd 252 left a call sent with or right after BEGIN unanswered
+        # until the next event on the connection (4 of 4 tries); 50 ms later, never.
         time.sleep(0.05)
 
-    def call(self, method, signature=None, *body):
-        self.serial += 1
-        self.conn.sock.sendall(new_method_call(MANAGER, method, signature, body).serialise(serial=self.serial))
-        while True:
-            msg = self.conn._receive(time.monotonic() + 10)
-            if msg.header.fields.get(HeaderFields.reply_serial) == self.serial:
-                return msg.body
-
     def jobs(self):
-        return [job[1] for job in self.call("ListJobs")[0] if job[1] != "boot-driver.service"]
+        self.serial += 1
+        self.conn.sock.sendall(new_method_call(MANAGER, "ListJobs").serialise(serial=self.serial))
+        msg = self.conn._receive(time.monotonic() + 10)
+        while msg.header.fields.get(HeaderFields.reply_serial) != self.serial:  # PID 1's signals come here too
+            msg = self.conn._receive(time.monotonic() + 10)
+        return [job[1] for job in msg.body[0] if job[1] != "boot-driver.service"]  # the driver runs in its start job
+
+    def wait_idle(self, t0):
+        """ms from t0 until PID 1 has no job queued (polled every 5 ms)."""
+        while self.jobs():
+            time.sleep(0.005)
+        return ms(t0)
 
 
-def wait_no_jobs(manager, t0):
-    while manager.jobs():
-        if now() - t0 > 60:
-            return None
-        time.sleep(0.005)
-    return ms(t0)
+def cpu_ms(pid):
+    """utime + stime of a process so far; None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) * 1e3 / os.sysconf("SC_CLK_TCK")
 
 
 def memory(pid):
     status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
-    pss = [line for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines() if line.startswith("Pss:")]
-    return {
-        "rss_kib": int(status["VmRSS"].split()[0]),
-        "anon_kib": int(status["RssAnon"].split()[0]),
-        "pss_kib": int(pss[0].split()[1]),
-        "fds": len(os.listdir(f"/proc/{pid}/fd")),
-    }
+    pss = Path(f"/proc/{pid}/smaps_rollup").read_text().split("Pss:")[1].split()[0]
+    kib = {key: int(status[key].split()[0]) for key in ("VmRSS", "VmHWM", "RssAnon")}
+    fds = len(os.listdir(f"/proc/{pid}/fd"))
+    return {"rss": kib["VmRSS"], "hwm": kib["VmHWM"], "anon": kib["RssAnon"], "pss": int(pss), "fds": fds}
 
 
-# -- steps ---------------------------------------------------------------------
+# -- steps ---------------------------------------------------------------------------
+
+
+def phases(calls):
+    """Where portrelease benchI's time went, calls [(I, start µs, end µs)], realtime: until the holder
+    logged the request (journald's arrival stamp), until PID 1 stopped the socket (InactiveEnterTimestamp), until
+    the end."""
+    offset = time.time_ns() // 1000 - time.monotonic_ns() // 1000  # realtime - monotonic, µs
+    journal = subprocess.run(["journalctl", "-o", "json", "SYSLOG_IDENTIFIER=portreserve"], capture_output=True)
+    asked = {}
+    for entry in map(json.loads, journal.stdout.splitlines()):
+        asked.setdefault(entry.get("PORTRESERVE_NAME"), int(entry["__REALTIME_TIMESTAMP"]))
+    out = {"ask": [], "stop": [], "answer": []}
+    for i, start, end in calls:
+        stopped = int(show(f"portreserve-{BASE + i}-tcp.socket", "InactiveEnterTimestampMonotonic") or 0) + offset
+        if f"bench{i}" in asked:
+            out["ask"].append((asked[f"bench{i}"] - start) / 1e3)
+            out["stop"].append((stopped - asked[f"bench{i}"]) / 1e3)
+            out["answer"].append((end - stopped) / 1e3)
+    return {key: statistics.median(v) if v else None for key, v in out.items()}
 
 
 def step_burst(k):
-    """Table 1: the stamps of the burst units (stamp.sh), and where the
-    consumers' time went: the holder's journal line for each request
-    (journald stamps datagrams on receipt) and when PID 1 had stopped the
-    name's sockets."""
-    offset_us = (time.time_ns() - time.monotonic_ns()) // 1000  # realtime - monotonic
-    received = {}
-    journal = subprocess.run(
-        ["journalctl", "-b", "-o", "json", "SYSLOG_IDENTIFIER=portreserve"], capture_output=True, text=True
-    ).stdout
-    for line in journal.splitlines():
-        entry = json.loads(line)
-        name = entry.get("PORTRESERVE_NAME")
-        if name and name not in received:
-            received[name] = int(entry["__REALTIME_TIMESTAMP"])
-    units = {}
-    for group in ("c", "b"):
-        for i in range(k):
-            t0, t1, rc = Path(f"/results/burst/{group}-{i}").read_text().split()
-            unit = {"start_us": int(t0.replace(".", "")), "end_us": int(t1.replace(".", "")), "rc": int(rc)}
-            if group == "c":
-                stopped = show(f"portreserve-{20000 + i}-tcp.socket", "InactiveEnterTimestampMonotonic")
-                unit["received_us"] = received.get(f"bench{i}")
-                unit["sockets_stopped_us"] = int(stopped) + offset_us if stopped and stopped != "0" else None
-            units[f"{group}{i}"] = unit
-    holder = {
-        prop: int(show("portreserve.service", prop + "Monotonic") or 0) + offset_us
-        for prop in ("ExecMainStartTimestamp", "ActiveEnterTimestamp")
+    """Table 1: the burst units' stamps (stamp.sh), where the consumers' time went, the holder's start and READY."""
+    stamps = {}
+    for path in Path("/results/burst").iterdir():
+        t0, t1, rc = path.read_text().split()
+        stamps[path.name] = (float(t0) * 1e6, float(t1) * 1e6, int(rc))
+    first = min(s[0] for s in stamps.values())
+    out = {group: [(s[1] - s[0]) / 1e3 for n, s in stamps.items() if n[0] == group] for group in "cb"}
+    out |= {
+        f"offset_{g}": statistics.median((s[0] - first) / 1e3 for n, s in stamps.items() if n[0] == g) for g in "cb"
     }
-    return {"units": units, "holder": holder}
-
-
-def step_releases(count, rounds, base, protos):
-    """Table 2: back-to-back `portrelease NAME`, then as many bare interpreters."""
-    wait_holding(count * len(protos))
-    names = [f"bench{(i * 7919) % count}" for i in range(rounds)]
-    samples = []
-    for name in names:
-        elapsed, rc = timed(["/usr/sbin/portrelease", name])
-        ports = ports_of([name], base, protos)
-        samples.append((elapsed, rc, sum(bindable(*p) for p in ports), len(ports)))
-    floor = [timed(FLOOR)[0] for _ in names]
-    return {
-        "held": count,
-        "ms": stats([s[0] for s in samples]),
-        "failed": sum(s[1] != 0 for s in samples),
-        "bindable_at_return": sum(s[2] for s in samples),
-        "ports": sum(s[3] for s in samples),
-        "floor_ms": stats(floor),
-    }
-
-
-def step_stops(count, rounds, base, protos, released):
-    """Table 4 (socket and grouping unit): `systemctl stop UNIT` until its
-    ports are bindable; the floor is `systemctl stop` of an inactive unit."""
-    manager = Manager()
-    skip = {f"bench{(i * 7919) % count}" for i in range(released)}  # step_releases' names
-    free = [f"bench{i}" for i in range(count) if f"bench{i}" not in skip]
-    held = len(free) * len(protos)
-    out = {"held": held}
-    for kind in ("socket", "group"):
-        samples = []
-        for _ in range(rounds):
-            name = free.pop()
-            ports = ports_of([name], base, protos)
-            unit = (
-                f"portreserve-{ports[0][0]}-{ports[0][1]}.socket" if kind == "socket" else f"portreserve@{name}.target"
-            )
-            wait_no_jobs(manager, now())
-            t0 = now()
-            proc = subprocess.Popen(["systemctl", "stop", unit], stdin=subprocess.DEVNULL)
-            freed = wait_free(ports[:1] if kind == "socket" else ports, t0)
-            proc.wait()
-            samples.append((freed, ms(t0), proc.returncode))
-        out[kind] = {
-            "free_ms": stats([s[0] for s in samples if s[0] is not None]),
-            "returned_ms": stats([s[1] for s in samples]),
-            "failed": sum(s[0] is None or s[2] != 0 for s in samples),
-        }
-    out["floor_ms"] = stats([timed(["systemctl", "stop", "bench-idle.service"])[0] for _ in range(rounds)])
+    out["failed"] = sum(s[2] != 0 for s in stamps.values())
+    out |= phases([(i, *stamps[f"c-{i}"][:2]) for i in range(k)])
+    offset = time.time_ns() // 1000 - time.monotonic_ns() // 1000
+    for prop in ("ExecMainStartTimestamp", "ActiveEnterTimestamp"):  # the holder's start and READY=1
+        out[prop] = (int(show("portreserve.service", prop + "Monotonic")) + offset - first) / 1e3
     return out
 
 
-def step_release_all(count, base, protos, argv):
-    """Tables 3 and 4: `portrelease '*'` or `systemctl stop portreserve.target`
-    until every port is bindable, it returned, and PID 1 has no job left."""
-    names = [f"bench{i}" for i in range(count)]
-    ports = [p for p in ports_of(names, base, protos) if not bindable(*p)]
+def step_releases(count, rounds, protos):
+    """Table 2: back-to-back `portrelease benchI`, then as many bare interpreters."""
+    wait_holding(count * len(protos))
+    out, calls, times = {"held": count, "failed": 0, "free_at_return": 0, "ports": rounds * len(protos)}, [], []
+    for i in (i * 7919 % count for i in range(rounds)):
+        start = time.time_ns() / 1e3
+        elapsed, rc = timed([PORTRELEASE, f"bench{i}"])
+        out["free_at_return"] += sum(bindable(*p) for p in ports_of([i], protos))
+        out["failed"] += rc != 0
+        calls.append((i, start, start + elapsed * 1e3))
+        times.append(elapsed)
+    return out | phases(calls) | {"ms": stats(times), "floor": stats([timed(FLOOR)[0] for _ in range(rounds)])}
+
+
+def step_stops(count, rounds, protos, released):
+    """Table 4: `systemctl stop` of socket and grouping units (of names step_releases left) until bindable."""
     manager = Manager()
-    pid = int(show("portreserve.service", "MainPID"))
+    left = sorted(set(range(count)) - {i * 7919 % count for i in range(released)})
+    out = {"held": len(left) * len(protos)}
+    for kind in ("socket", "group"):
+        free, returned = [], []
+        for _ in range(rounds):
+            i = left.pop()
+            ports = ports_of([i], protos)[: 1 if kind == "socket" else None]
+            unit = f"portreserve-{BASE + i}-{protos[0]}.socket" if kind == "socket" else f"portreserve@bench{i}.target"
+            manager.wait_idle(now())
+            t0 = now()
+            proc = subprocess.Popen(["systemctl", "stop", unit])
+            free.append(wait_free(ports, t0, timeout=10))
+            returned.append((proc.wait(), ms(t0)))
+        out[kind] = {"free": stats([x for x in free if x is not None]), "returned": stats([x[1] for x in returned])}
+        out[kind]["failed"] = free.count(None) + sum(rc != 0 for rc, _ in returned)
+    out["floor"] = stats([timed(["systemctl", "stop", "bench-idle.service"])[0] for _ in range(rounds)])
+    return out
+
+
+def step_release_all(count, protos, argv):
+    """Table 3: `portrelease '*'` or `systemctl stop portreserve.target`; CPU used meanwhile."""
+    ports = [p for p in ports_of(range(count), protos) if not bindable(*p)]
+    manager = Manager()
+    pids = {"pid1": 1, "journald": int(show("systemd-journald.service", "MainPID"))}
+    pids["holder"] = int(show("portreserve.service", "MainPID"))
+    cpu = {who: cpu_ms(pid) for who, pid in pids.items()}
     t0 = now()
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
-    freed = wait_free(ports, t0, timeout=30)
-    proc.wait()
-    returned = ms(t0)
-    jobs_done = wait_no_jobs(manager, t0)
-    return {
-        "argv": argv,
-        "ports": len(ports),
-        "rc": proc.returncode,
-        "free_ms": freed,
-        "returned_ms": returned,
-        "no_jobs_ms": jobs_done,
-        "holder_pid": pid,
-        "floor_ms": stats([timed(FLOOR)[0] for _ in range(10)]),
-    }
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+    free = wait_free(ports, t0)
+    holder = cpu_ms(pids["holder"])  # it exits soon after
+    err = proc.communicate()[1]
+    out = {"ports": len(ports), "rc": proc.returncode, "stderr": err[-300:], "free": free, "returned": ms(t0)}
+    out["idle"] = manager.wait_idle(t0)
+    after = {"pid1": cpu_ms(1), "journald": cpu_ms(pids["journald"]), "holder": holder}
+    return out | {"wall": ms(t0), "cpu": {who: None if after[who] is None else after[who] - cpu[who] for who in cpu}}
 
 
 def step_footprint(sockets):
-    """Table 6: the managed holder (jeepney loaded, connected to PID 1) at
-    `sockets` sockets; the floor is an idle bare interpreter."""
+    """Table 6: the holder's memory; a standalone holder of as many sockets, an idle interpreter."""
     pid = wait_holding(sockets)
-    time.sleep(0.5)
     idle = subprocess.Popen([PY, "-I", "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
-    time.sleep(0.3)
-    floor = memory(idle.pid)
+    time.sleep(0.5)
+    out = {"holder": memory(pid), "floor": memory(idle.pid), "sockets": sockets, "smaps": {}}
     idle.communicate(b"")
-    return {"holder": memory(pid), "floor": floor, "sockets": sockets}
+    alone, ctl = standalone(sockets // 2, ["tcp", "udp"])  # the same sockets, no manager connection
+    time.sleep(0.5)
+    out["standalone"] = memory(alone.pid)
+    subprocess.run([PORTRELEASE, "--socket", ctl, "*"])
+    name = "[anonymous]"
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        if "-" in line.split(" ", 1)[0]:  # a mapping's first line: address range, ..., path
+            name = (line.split(maxsplit=5)[5:] or ["[anonymous]"])[0].strip()
+        elif line.startswith("Rss:"):
+            out["smaps"][name] = out["smaps"].get(name, 0) + int(line.split()[1])
+    return out
 
 
-def step_standalone(count, rounds):
-    """Table 5: a standalone holder (`portreserve -d`, ports 30000+i) and
-    `portrelease --socket PATH saI` against `python3 -IS -c pass`, interleaved."""
-    conf, ctl = Path("/run/bench-sa/conf"), "/run/bench-sa/socket"
-    conf.mkdir(parents=True, exist_ok=True)
+def standalone(count, protos):
+    """A standalone holder (`portreserve -d`) of saI = 30000+I, once it holds them all."""
+    conf, ctl = Path(f"/run/bench-sa-{len(protos)}"), f"/run/bench-sa-{len(protos)}.socket"
+    conf.mkdir()
     for i in range(count):
-        (conf / f"sa{i}").write_text(f"{30000 + i}/tcp\n")
-    log = open("/results/standalone-holder.log", "wb")
-    holder = subprocess.Popen(
-        ["/usr/sbin/portreserve", "-d", "--config-dir", str(conf), "--socket", ctl],
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=log,
-    )
+        (conf / f"sa{i}").write_text("".join(f"{30000 + i}/{p}\n" for p in protos))
+    with open(f"/results/standalone-{len(protos)}.log", "wb") as log:
+        argv = ["/usr/sbin/portreserve", "-d", "--config-dir", str(conf), "--socket", ctl]
+        holder = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     client = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     client.bind("")
     client.settimeout(1)
-    for _ in range(500):
+    for _ in range(500):  # until it answers that it holds every port
         try:
             client.sendto(b".status", ctl)
-            if client.recv(1 << 20).count(b" held") == count:
-                break
+            if client.recv(1 << 20).count(b" held") == count * len(protos):
+                return holder, ctl
         except OSError:
             time.sleep(0.01)
-    release, floor, bindable_at_return = [], [], 0
+    raise RuntimeError(f"the standalone holder never held {count * len(protos)} ports")
+
+
+def step_standalone(count, rounds):
+    """Table 5: `portrelease --socket PATH saI` interleaved with bare interpreters."""
+    holder, ctl = standalone(count, ["tcp"])
+    times, free = {"release": [], "floor": []}, 0
     for i in range(rounds):
-        pair = [("r", ["/usr/sbin/portrelease", "--socket", ctl, f"sa{i}"]), ("f", FLOOR)]
-        for kind, argv in pair if i % 2 else reversed(pair):
+        pair = [("release", [PORTRELEASE, "--socket", ctl, f"sa{i}"]), ("floor", FLOOR)]
+        for kind, argv in pair if i % 2 else pair[::-1]:
             elapsed, rc = timed(argv)
             if rc:
                 raise RuntimeError(f"{argv} exited {rc}")
-            (release if kind == "r" else floor).append(elapsed)
-        bindable_at_return += bindable(30000 + i, "tcp")
-    all_ms, rc = timed(["/usr/sbin/portrelease", "--socket", ctl, "*"])
+            times[kind].append(elapsed)
+        free += bindable(30000 + i, "tcp")
+    all_ms, rc = timed([PORTRELEASE, "--socket", ctl, "*"])
     holder.wait(10)
-    return {
-        "count": count,
-        "release_ms": stats(release),
-        "floor_ms": stats(floor),
-        "bindable_at_return": bindable_at_return,
-        "rounds": rounds,
-        "all_ms": all_ms,
-        "all_rc": rc,
+    return {"count": count, "free_at_return": free, "all": all_ms, "all_rc": rc} | {
+        k: stats(v) for k, v in times.items()
     }
 
 
-HOLDER_IMPORTS = "import portreserve.cli, portreserve.holder"
+HOLDER_IMPORTS = "import portreserve.cli, portreserve.holder, systemd.daemon"
 
 
 def step_imports(runs):
-    """Table 7: the holder's imports (`python3 -I`, as its #! runs it) with
-    -X importtime, jeepney's share (portreserve.manager imports it); RSS of a
-    fresh interpreter after the imports, with and without the manager."""
-    rows = {"total_us": [], "jeepney_us": [], "manager_us": []}
+    """Table 7: jeepney's share of the holder's imports (-X importtime); RSS after them, without and with it."""
+    rows = {"total": [], "manager": [], "jeepney": []}
     for _ in range(runs):
-        err = subprocess.run(
-            [PY, "-I", "-X", "importtime", "-c", HOLDER_IMPORTS + ", portreserve.manager"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stderr
-        total = jeepney = manager = 0
-        stack = []  # (depth, name) of the open ancestors
-        # A module's line follows those of the imports it caused: read
-        # backwards, every line comes after its parent's.
-        for line in reversed(err.splitlines()):
-            if not line.startswith("import time:") or "cumulative" in line:
-                continue
-            _self, cumulative, name = line[12:].split("|")
-            depth = (len(name) - len(name.lstrip())) // 2
+        code = HOLDER_IMPORTS + ", portreserve.manager"
+        err = subprocess.run([PY, "-I", "-X", "importtime", "-c", code], capture_output=True, text=True).stderr
+        found = dict.fromkeys(rows, 0)
+        parents = []  # (depth, name) of the enclosing imports
+        # A module's line follows those of the imports it caused: read backwards.
+        for line in reversed(err.splitlines()[1:]):
+            _self, cumulative, name = line.removeprefix("import time:").split("|")
+            depth = (len(name) - len(name.lstrip()) - 1) // 2
             name = name.strip()
-            while stack and stack[-1][0] >= depth:
-                stack.pop()
-            if depth == 0 and name.startswith("portreserve"):
-                total += int(cumulative)
-            if name == "portreserve.manager":
-                manager += int(cumulative)
-            if name.startswith("jeepney") and not any(n.startswith("jeepney") for _, n in stack):
-                jeepney += int(cumulative)
-            stack.append((depth, name))
-        rows["total_us"].append(total)
-        rows["jeepney_us"].append(jeepney)
-        rows["manager_us"].append(manager)
+            del parents[depth:]
+            found["total"] += int(cumulative) if depth == 0 and name.startswith("portreserve") else 0
+            found["manager"] += int(cumulative) if name == "portreserve.manager" else 0
+            outer = [n for _, n in parents if n.startswith("jeepney")]
+            found["jeepney"] += int(cumulative) if name.startswith("jeepney") and not outer else 0
+            parents.append((depth, name))
+        for key in rows:
+            rows[key].append(found[key] / 1e3)
+    out = {key: statistics.median(v) for key, v in rows.items()}
     probe = "; print(open('/proc/self/status').read().split('VmRSS:')[1].split()[0])"
-    rss = {}
-    for key, imports in (
-        ("bare", "pass"),
-        ("holder", HOLDER_IMPORTS),
-        ("with_manager", HOLDER_IMPORTS + ", portreserve.manager"),
-    ):
-        values = [
-            int(subprocess.run([PY, "-I", "-c", imports + probe], capture_output=True, text=True).stdout)
-            for _ in range(5)
-        ]
-        rss[key] = statistics.median(values)
-    wall = {
-        key: stats([timed([PY, "-I", "-c", code])[0] for _ in range(runs)])
-        for key, code in (("bare", "pass"), ("holder", HOLDER_IMPORTS + ", portreserve.manager"))
-    }
-    return {**{k: statistics.median(v) for k, v in rows.items()}, "rss_kib": rss, "wall_ms": wall, "runs": runs}
+    for key, imports in (("bare", "pass"), ("holder", HOLDER_IMPORTS), ("manager", code)):
+        rss = [subprocess.run([PY, "-I", "-c", imports + probe], capture_output=True).stdout for _ in range(5)]
+        out[f"rss_{key}"] = statistics.median(map(int, rss))
+        out[f"wall_{key}"] = statistics.median(timed([PY, "-I", "-c", imports])[0] for _ in range(runs))
+    return out
 
 
 def main():
@@ -364,9 +326,8 @@ def main():
             result = globals()[f"step_{step}"](**kwargs)
         except Exception:
             result = {"error": traceback.format_exc()}
-        result["seconds"] = ms(t0) / 1e3
         Path(f"/results/{step}.json").write_text(json.dumps(result, indent=1) + "\n")
-        print(f"{step}: {'FAILED' if 'error' in result else 'ok'} in {result['seconds']:.1f}s", flush=True)
+        print(f"{step}: {'FAILED' if 'error' in result else 'ok'} in {ms(t0) / 1e3:.1f}s", flush=True)
 
 
 if __name__ == "__main__":

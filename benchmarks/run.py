@@ -4,8 +4,8 @@
 Installs the tree (`make install DESTDIR=... PREFIX=/usr`) and boots the real
 systemd 252 as PID 1 in throwaway roots (tests/boot.py); benchmarks/guest.py
 measures inside each boot.  Prints the report and writes it to
-benchmarks/latest.md (--small: latest-small.md, not committed).  Goals are
-reported, not asserted: the exit status is 1 only when a measurement broke.
+benchmarks/latest.md (--small: latest-small.md).  Goals are reported, not
+asserted: the exit status is 1 only when a measurement broke.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -30,99 +31,67 @@ from boot import BootError, boot  # type: ignore[import-not-found]  # noqa: E402
 
 GUEST = "/usr/local/lib/portreserve-bench/guest.py"
 STAMP = "/usr/local/bin/stamp.sh"
-BASE = 20000  # benchI owns BASE+I
+Results = dict[str, dict[str, Any]]  # boot -> step -> figures
 
 
 class Settings(NamedTuple):
-    k: int  # consumers (and bare units) in a boot burst
-    bursts: int  # burst boots
+    k: int  # consumers (and as many bare-interpreter units) in a boot burst
+    bursts: int  # boots with a burst
     n: int  # names held
-    rounds: int  # back-to-back releases
-    stops: int  # systemctl stop of each kind
-    sa_count: int  # names of the standalone holder
-    sa_rounds: int
-    import_runs: int
+    rounds: int  # back-to-back releases, standalone releases
+    stops: int  # systemctl stop of each unit kind
+    runs: int  # import-time runs
 
 
-FULL = Settings(k=30, bursts=3, n=1000, rounds=60, stops=15, sa_count=100, sa_rounds=40, import_runs=15)
-SMALL = Settings(k=10, bursts=1, n=100, rounds=15, stops=5, sa_count=20, sa_rounds=10, import_runs=5)
+FULL = Settings(k=30, bursts=3, n=1000, rounds=60, stops=15, runs=15)
+SMALL = Settings(k=10, bursts=1, n=100, rounds=15, stops=5, runs=5)
 
 
-def log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-# -- the boots -------------------------------------------------------------------
-
-
-def reservations(n: int, line: str = "{port}/tcp") -> dict[str, Any]:
-    files: dict[str, Any] = {GUEST: ((REPO / "benchmarks" / "guest.py").read_text(), 0o755)}
-    for i in range(n):
-        files[f"/etc/portreserve/bench{i}"] = line.format(port=BASE + i) + "\n"
+def reservations(n: int, line: str = "{}/tcp") -> dict[str, Any]:
+    files: dict[str, Any] = {GUEST: ((REPO / "benchmarks/guest.py").read_text(), 0o755)}
+    # As on a Debian machine: journald does not copy every line to the console, and site.py runs no .pth file
+    # of this build machine's (it imports certifi into every `python3 -I`, the holder's and the floor's).
+    files["/etc/systemd/journald.conf.d/zz-bench.conf"] = "[Journal]\nForwardToConsole=no\n"
+    files |= {str(pth): "" for d in ("lib", "local/lib") for pth in Path("/usr", d).glob("python3*/*/_sandboxing*.pth")}
+    files |= {f"/etc/portreserve/bench{i}": line.format(20000 + i) + "\n" for i in range(n)}
     return files
 
 
-def burst_files(k: int) -> tuple[dict[str, Any], list[str]]:
-    """K consumers (ExecStartPre=portrelease benchI) and K bare-interpreter
-    units, all in the boot transaction (the driver Wants= them)."""
-    files = reservations(k, "{port}")  # a bare number: TCP and UDP
-    files[STAMP] = ((REPO / "benchmarks" / "stamp.sh").read_text(), 0o755)
+def burst(k: int) -> tuple[dict[str, Any], list[str]]:
+    """K consumers (ExecStartPre=portrelease benchI, TCP and UDP) and K bare
+    interpreters, in the boot transaction (the driver Wants= them)."""
+    files = reservations(k, "{}") | {STAMP: ((REPO / "benchmarks/stamp.sh").read_text(), 0o755)}
     units = []
     for i in range(k):
         pair = [("c", f"/usr/sbin/portrelease bench{i}"), ("b", "/usr/bin/python3 -IS -c pass")]
-        for order, (group, command) in enumerate(pair if i % 2 else reversed(pair)):
-            # PID 1 starts them in name order: the groups alternate.
-            units.append(f"burst-{i:03d}{order}-{group}.service")
-            files[f"/etc/systemd/system/{units[-1]}"] = (
-                f"[Service]\nType=oneshot\nExecStartPre={STAMP} {group} {i} {command}\nExecStart=/bin/true\n"
-            )
+        for order, (group, command) in enumerate(pair if i % 2 else pair[::-1]):
+            units.append(f"burst-{i:03d}{order}{group}.service")  # PID 1 starts them in name order
+            service = f"Type=oneshot\nExecStartPre={STAMP} {group} {i} {command}\nExecStart=/bin/true\n"
+            files[f"/etc/systemd/system/{units[-1]}"] = "[Service]\n" + service
     return files, units
 
 
 def plans(s: Settings) -> list[tuple[str, dict[str, Any], list[str], list[Any]]]:
-    """(key, files, driver_after, [[step, arguments], ...]) per boot."""
-    tcp = {"count": s.n, "base": BASE, "protos": ["tcp"]}
-    files, units = burst_files(s.k)
-    out = [(f"burst{j}", files, units, [["burst", {"k": s.k}]]) for j in range(1, s.bursts + 1)]
-    out[0][3].extend(
-        [["standalone", {"count": s.sa_count, "rounds": s.sa_rounds}], ["imports", {"runs": s.import_runs}]]
-    )
+    """(boot, files, units the driver waits for, [[step, arguments], ...])."""
+    tcp = {"count": s.n, "protos": ["tcp"]}
+    everything = ["/usr/sbin/portrelease", "*"]
+    out = [(f"burst{j}", *burst(s.k), [["burst", {"k": s.k}]]) for j in range(1, s.bursts + 1)]
+    out[0][3].extend([["standalone", {"count": 100, "rounds": s.rounds}], ["imports", {"runs": s.runs}]])
     idle = {"/etc/systemd/system/bench-idle.service": "[Service]\nExecStart=/bin/true\n"}
-    out.append(
-        (
-            "n",
-            {**reservations(s.n), **idle},
-            [],
-            [
-                ["releases", {**tcp, "rounds": s.rounds}],
-                ["stops", {**tcp, "rounds": s.stops, "released": s.rounds}],
-                ["release_all", {**tcp, "argv": ["/usr/sbin/portrelease", "*"]}],
-            ],
-        )
-    )
+    steps = [["releases", tcp | {"rounds": s.rounds}], ["stops", tcp | {"rounds": s.stops, "released": s.rounds}]]
+    out.append(("n", reservations(s.n) | idle, [], [*steps, ["release_all", tcp | {"argv": everything}]]))
     stop_target = ["systemctl", "stop", "portreserve.target"]
-    out.append(("target", reservations(s.n), [], [["release_all", {**tcp, "argv": stop_target}]]))
-    out.append(
-        (
-            "both",
-            reservations(s.n, "{port}"),
-            [],
-            [
-                ["footprint", {"sockets": 2 * s.n}],
-                ["release_all", {**tcp, "protos": ["tcp", "udp"], "argv": ["/usr/sbin/portrelease", "*"]}],
-            ],
-        )
-    )
+    out.append(("target", reservations(s.n), [], [["release_all", tcp | {"argv": stop_target}]]))
+    both = {"count": s.n, "protos": ["tcp", "udp"], "argv": everything}
+    out.append(("both", reservations(s.n, "{}"), [], [["footprint", {"sockets": 2 * s.n}], ["release_all", both]]))
     return out
 
 
-def run_boot(
-    key: str, files: dict[str, Any], after: list[str], steps: list[Any], destdir: Path, scratch: Path
-) -> dict[str, Any]:
-    log(f"boot {key}: {', '.join(step for step, _ in steps)}")
+def run_boot(key: str, files: dict[str, Any], after: list[str], steps: list[Any], destdir: Path, tmp: Path) -> Any:
+    print(f"[bench] boot {key}: {', '.join(step for step, _ in steps)}", file=sys.stderr, flush=True)
     driver = f"#!/bin/bash\nexec /usr/bin/python3 {GUEST} {shlex.quote(json.dumps(steps))}\n"
     try:
-        booted = boot(scratch / key, files=files, install=destdir, driver=driver, driver_after=after, timeout=900)
+        booted = boot(tmp / key, files=files, install=destdir, driver=driver, driver_after=after, timeout=900)
     except BootError as e:
         return {step: {"error": f"boot failed: {str(e)[:3000]}"} for step, _ in steps}
     results = {}
@@ -134,410 +103,181 @@ def run_boot(
     return results
 
 
-# -- the report: one function per table --------------------------------------------
+# -- the report: one function per table, each adding its goals to `goals` (README: how) ------
 
 
-def f(value: float | None, digits: int = 1) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
+def cells(*values: object) -> str:
+    text = ("—" if v is None else f"{v:.1f}" if isinstance(v, float) else str(v) for v in values)
+    return "| " + " | ".join(text) + " |"
 
 
-def goal(value: float | None, limit: float) -> str:
-    return "no figure" if value is None else ("met" if value <= limit else "**NOT met**")
+def section(title: str, text: str, header: list[str], rows: list[list[object]]) -> list[str]:
+    return [f"## {title}", "", text, "", cells(*header), "|" + "---|" * len(header), *(cells(*r) for r in rows)]
 
 
-def table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+def goal(goals: list[str], what: str, limit: str, shown: str, value: float | None, bound: float | None) -> None:
+    verdict = "" if bound is None else "no figure" if value is None else "met" if value <= bound else "**NOT met**"
+    goals.append(cells(what, limit, shown, verdict))
 
 
-Summary = list[list[str]]  # rows of the goals table: what, goal, measured, verdict
+def median(values: list[float]) -> float:
+    return statistics.median(values)
 
 
-def table_burst(results: dict[str, Any], s: Settings, summary: Summary) -> list[str]:
-    rows, ratios, consumer, bare = [], [], [], []
-    phases: dict[str, list[float]] = {"ask": [], "stop": [], "answer": [], "started": [], "ready": []}
-    for key in (f"burst{j}" for j in range(1, s.bursts + 1)):
-        r = results[key]["burst"]
-        if "error" in r:
-            rows.append([key, "failed"] + [""] * 7)
-            continue
-        units = r["units"]
-        dur = {g: [(u["end_us"] - u["start_us"]) / 1e3 for n, u in units.items() if n[0] == g] for g in "cb"}
-        first = min(u["start_us"] for u in units.values())
-        spread = {
-            g: statistics.median(u["start_us"] - first for n, u in units.items() if n[0] == g) / 1e3 for g in "cb"
-        }
-        failed = sum(u["rc"] != 0 for u in units.values())
-        phases["started"].append((r["holder"]["ExecMainStartTimestamp"] - first) / 1e3)
-        phases["ready"].append((r["holder"]["ActiveEnterTimestamp"] - first) / 1e3)
-        c, b = _quantiles(dur["c"]), _quantiles(dur["b"])
-        ratios.append(c[0] / b[0])
-        consumer += dur["c"]
-        bare += dur["b"]
-        for u in (u for n, u in units.items() if n[0] == "c" and u.get("received_us") and u.get("sockets_stopped_us")):
-            phases["ask"].append((u["received_us"] - u["start_us"]) / 1e3)
-            phases["stop"].append((u["sockets_stopped_us"] - u["received_us"]) / 1e3)
-            phases["answer"].append((u["end_us"] - u["sockets_stopped_us"]) / 1e3)
-        rows.append(
-            [
-                key,
-                f(c[0]),
-                f(c[1]),
-                f(b[0]),
-                f(b[1]),
-                f"{ratios[-1]:.2f}",
-                f"{f(spread['c'])} / {f(spread['b'])}",
-                str(failed),
-            ]
-        )
-    if consumer:
-        c, b = _quantiles(consumer), _quantiles(bare)
-        rows.append(["all", f(c[0]), f(c[1]), f(b[0]), f(b[1]), f"{c[0] / b[0]:.2f}", "", ""])
-        summary.append(
-            [
-                f"1. boot burst of {s.k}: portrelease / bare interpreter, medians",
-                "≤ 1.5×",
-                f"{c[0] / b[0]:.2f}× ({f(c[0])} / {f(b[0])} ms)",
-                goal(c[0] / b[0], 1.5),
-            ]
-        )
-    lines = [
-        f"## 1. Boot burst: {s.k} consumers vs {s.k} bare interpreters",
-        "",
-        f"One boot transaction starts {s.k} consumers (`ExecStartPre=/usr/sbin/portrelease benchI`, TCP and UDP "
-        f"each) and {s.k} units whose `ExecStartPre=` is `/usr/bin/python3 -IS -c pass`, all after basic.target. "
-        "Both run under the same wrapper (benchmarks/stamp.sh: bash's `$EPOCHREALTIME` before and after the "
-        "command). *Start offset*: median start of each group after the first unit started.",
-        "",
-    ]
-    lines += table(
-        [
-            "boot",
-            "portrelease median ms",
-            "p90 ms",
-            "bare median ms",
-            "p90 ms",
-            "ratio",
-            "start offset ms (c / b)",
-            "failed",
-        ],
-        rows,
-    )
-    if phases["ask"]:
-        m = {k: statistics.median(v) for k, v in phases.items()}
-        lines += [
-            "",
-            "Where a consumer's time goes (medians over all boots): start → the holder logs the request "
-            f"(journald's receive time) **{f(m['ask'])} ms**; → PID 1 has stopped the name's TCP socket unit "
-            f"(InactiveEnterTimestamp) **{f(m['stop'])} ms**; → portrelease returned **{f(m['answer'])} ms**. "
-            f"The holder's process started {f(m['started'])} ms and was ready (READY=1) {f(m['ready'])} ms "
-            "after the first burst unit started (negative: before).",
-        ]
-    return lines
+def p90(values: list[float]) -> float:
+    return sorted(values)[max(0, -(-9 * len(values) // 10) - 1)]
 
 
-def _quantiles(values: list[float]) -> tuple[float, float]:
-    v = sorted(values)
-    return statistics.median(v), v[max(0, -(-9 * len(v) // 10) - 1)]
+def phases(x: dict[str, float]) -> str:
+    return (f"until the holder logged the request {x['ask']:.1f} ms, until PID 1 had stopped the name's socket "
+            f"{x['stop']:.1f} ms, until portrelease returned {x['answer']:.1f} ms")  # fmt: skip
 
 
-def table_releases(results: dict[str, Any], s: Settings, summary: Summary) -> list[str]:
-    r = results["n"]["releases"]
-    lines = ["## 2. Back-to-back releases", ""]
-    if "error" in r:
-        return lines + ["failed"]
-    m = r["ms"]
-    summary.append(
-        [
-            f"2. back-to-back `portrelease NAME`, {r['held']} held, median",
-            "≤ 20 ms",
-            f"{f(m['median'])} ms ({m['median'] / r['floor_ms']['median']:.2f}× the interpreter)",
-            goal(m["median"], 20),
-        ]
-    )
-    summary.append(
-        [
-            "2. … bindable when portrelease returned",
-            "all",
-            f"{r['bindable_at_return']}/{r['ports']}",
-            goal(r["ports"] - r["bindable_at_return"], 0),
-        ]
-    )
-    lines += [
-        f"{m['n']} names released one after another with {r['held']} held (no pause, no re-reservation), "
-        "timed from the caller until `portrelease` returned; then the port bound at once. "
-        "Floor: as many `python3 -IS -c pass`, timed alike, right after.",
-        "",
-    ]
-    lines += table(
-        ["what", "median ms", "p95 ms", "max ms", "failed", "bindable at return"],
-        [
-            [
-                "`portrelease NAME`",
-                f(m["median"]),
-                f(m["p95"]),
-                f(m["max"]),
-                str(r["failed"]),
-                f"{r['bindable_at_return']}/{r['ports']}",
-            ],
-            [
-                "`python3 -IS -c pass`",
-                f(r["floor_ms"]["median"]),
-                f(r["floor_ms"]["p95"]),
-                f(r["floor_ms"]["max"]),
-                "",
-                "",
-            ],
-        ],
-    )
-    return lines
+def table_burst(r: Results, s: Settings, goals: list[str]) -> list[str]:
+    runs = [r[f"burst{j}"]["burst"] for j in range(1, s.bursts + 1)]
+    c: list[float] = sum((x["c"] for x in runs), [])
+    b: list[float] = sum((x["b"] for x in runs), [])
+    rows: list[list[object]] = [[f"boot {j}", median(x["c"]), p90(x["c"]), median(x["b"]), p90(x["b"]),
+                                 f"{median(x['c']) / median(x['b']):.2f}", f"{x['offset_c']:.0f} / {x['offset_b']:.0f}",
+                                 x["failed"]] for j, x in enumerate(runs, 1)]  # fmt: skip
+    rows.append(["all", median(c), p90(c), median(b), p90(b), f"{median(c) / median(b):.2f}", "", ""])
+    q = median(c) / median(b)
+    what = f"1. boot burst of {s.k}: portrelease ÷ bare interpreter, medians"
+    goal(goals, what, "≤ 1.5×", f"{q:.2f}× ({median(c):.0f} ÷ {median(b):.0f} ms)", q, 1.5)
+    m = {key: median([x[key] for x in runs]) for key in runs[0] if not isinstance(runs[0][key], list)}
+    text = (f"Where a consumer's time goes (medians): {phases(m)}. The holder started "
+            f"{m['ExecMainStartTimestamp']:.0f} ms and was ready {m['ActiveEnterTimestamp']:.0f} ms after the "
+            "burst's first unit (negative: before).")  # fmt: skip
+    header = ["", "portrelease median ms", "p90", "bare median ms", "p90", "ratio", "start ms (c / b)", "failed"]
+    return section(f"1. Boot burst: {s.k} consumers beside {s.k} bare interpreters", text, header, rows)
 
 
-def table_release_all(results: dict[str, Any], s: Settings, summary: Summary) -> list[str]:
+def table_releases(r: Results, s: Settings, goals: list[str]) -> list[str]:
+    x, m, fl = r["n"]["releases"], r["n"]["releases"]["ms"], r["n"]["releases"]["floor"]
+    shown = f"{m['median']:.1f} ms ({m['median'] / fl['median']:.2f}× the interpreter)"
+    goal(goals, f"2. back-to-back `portrelease NAME`, {x['held']} held: median", "≤ 20 ms", shown, m["median"], 20)
+    busy, free = x["ports"] - x["free_at_return"], f"{x['free_at_return']}/{x['ports']}"
+    goal(goals, "2. … bindable when it returned", "all", free, busy, 0)
+    rows = [["`portrelease NAME`", m["median"], m["p95"], m["max"], x["failed"], free]]
+    rows.append(["`python3 -IS -c pass`", fl["median"], fl["p95"], fl["max"], "", ""])
+    text = f"{m['n']} releases, {x['held']} names held at the start. Medians: {phases(x)}."
+    return section("2. Back-to-back releases", text, ["", "median ms", "p95", "max", "failed", "bindable"], rows)
+
+
+def table_release_all(r: Results, s: Settings, goals: list[str]) -> list[str]:
     rows = []
-    for key, label in (
-        ("n", f"`portrelease '*'`, {s.n} TCP"),
-        ("target", f"`systemctl stop portreserve.target`, {s.n} TCP"),
-        ("both", f"`portrelease '*'`, {s.n} TCP + {s.n} UDP"),
-    ):
-        r = results[key]["release_all"]
-        if "error" in r:
-            rows.append([label, "failed", "", "", "", ""])
-            continue
-        done = None if r["free_ms"] is None or r["no_jobs_ms"] is None else max(r["free_ms"], r["no_jobs_ms"])
-        rows.append([label, str(r["ports"]), f(r["returned_ms"]), f(r["free_ms"]), f(r["no_jobs_ms"]), str(r["rc"])])
+    for key, what in (("n", f"`portrelease '*'`, {s.n} names"), ("target", "`systemctl stop portreserve.target`"),
+                      ("both", f"`portrelease '*'`, {s.n} names × TCP and UDP")):  # fmt: skip
+        x = r[key]["release_all"]
+        done = None if None in (x["free"], x["idle"]) else max(x["free"], x["idle"])
+        rows.append([what, x["ports"], x["returned"], x["free"], x["idle"], x["rc"], *x["cpu"].values()])
         if key == "n":
-            summary.append(
-                [
-                    f"3. release-all of {s.n}: all bindable and no job queued",
-                    "≤ 1000 ms",
-                    f"{f(done)} ms",
-                    goal(done, 1000),
-                ]
+            goal(goals, f"3. release-all of {s.n}: bindable and no job", "≤ 1000 ms", f"{done:.0f} ms", done, 1000)
+        elif key == "target":
+            what = f"4. `systemctl stop portreserve.target`, {s.n} held: all bindable"
+            goal(goals, what, "≤ 100 ms", f"{x['free']:.0f} ms", x["free"], 100)
+        else:
+            goal(
+                goals,
+                f"6. `portrelease '*'`, {x['ports']} sockets: bindable and no job",
+                "—",
+                f"{done:.0f} ms",
+                0,
+                None,
             )
-        if key == "target":
-            summary.append(
-                [
-                    f"4. `systemctl stop portreserve.target`, {s.n} held: all bindable",
-                    "≤ 100 ms",
-                    f"{f(r['free_ms'])} ms",
-                    goal(r["free_ms"], 100),
-                ]
-            )
-        if key == "both":
-            summary.append(
-                [
-                    f"6. `portrelease '*'` at {2 * s.n} sockets: all bindable and no job queued",
-                    "(none)",
-                    f"{f(done)} ms",
-                    "",
-                ]
-            )
-    lines = [
-        "## 3. Release everything",
-        "",
-        "Each in its own boot, timed from the caller: until it returned, until every port was bindable, and "
-        "until PID 1 had no job queued (`ListJobs` on /run/systemd/private, polled every 5 ms; the benchmark's "
-        "own boot-driver.service job excepted).",
-        "",
+    header = ["", "ports", "returned ms", "all bindable ms", "no job ms", "exit", "CPU ms: PID 1", "journald", "holder"]
+    return section("3. Release everything", "Each in its own boot, every name held.", header, rows)
+
+
+def table_stops(r: Results, s: Settings, goals: list[str]) -> list[str]:
+    x, rows = r["n"]["stops"], []
+    floor = x["floor"]["median"]
+    for kind, what in (("socket", "`portreserve-PORT-tcp.socket`"), ("group", "`portreserve@NAME.target`")):
+        y = x[kind]
+        free = y["free"].get("median")
+        goal(goals, f"4. `systemctl stop` {what}, {x['held']} held: bindable", "≤ 100 ms", f"{free:.0f} ms", free, 100)
+        rows.append([what, free, y["free"].get("p95"), y["returned"]["median"], f"{free / floor:.2f}", y["failed"]])
+    text = f"{s.stops} of each, {x['held']} names held. Floor: `systemctl stop` of an inactive unit, {floor:.1f} ms."
+    header = ["stopped", "bindable median ms", "p95", "returned median ms", "÷ floor", "failed"]
+    return section("4. `systemctl stop` of one unit", text, header, rows)
+
+
+def table_standalone(r: Results, s: Settings, goals: list[str]) -> list[str]:
+    x = r["burst1"]["standalone"]
+    rel, fl = x["release"], x["floor"]
+    q = rel["median"] / fl["median"]
+    goal(
+        goals, "5. standalone `portrelease --socket PATH NAME` ÷ `python3 -IS -c pass`", "≤ 1.25×", f"{q:.2f}×", q, 1.25
+    )
+    rows = [["`portrelease --socket PATH NAME`", rel["median"], rel["p90"], rel["max"]]]
+    rows += [["`python3 -IS -c pass`", fl["median"], fl["p90"], fl["max"]], ["ratio", f"{q:.2f}", "", ""]]
+    text = (f"{rel['n']} of each, {x['count']} names held; bindable at return {x['free_at_return']}/{rel['n']}. "
+            f"`portrelease '*'` of the rest: {x['all']:.1f} ms, exit {x['all_rc']}.")  # fmt: skip
+    return section("5. Standalone release (no systemd)", text, ["", "median ms", "p90", "max"], rows)
+
+
+def table_footprint(r: Results, s: Settings, goals: list[str]) -> list[str]:
+    x = r["both"]["footprint"]
+    rss = x["holder"]["rss"] / 1024
+    goal(goals, f"6. holder RSS at {x['sockets']} sockets, jeepney included", "≤ 15 MB", f"{rss:.1f} MB", rss, 15)
+    who = {"holder": "the holder (portreserve.service)", "standalone": "standalone holder, same sockets",
+           "floor": "idle `python3 -I`"}  # fmt: skip
+    rows: list[list[object]] = [[who[k], *(x[k][f] / 1024 for f in ("rss", "hwm", "pss", "anon")), x[k]["fds"]]
+                                for k in who]  # fmt: skip
+    top = sorted(x["smaps"].items(), key=lambda kv: -kv[1])[:8]
+    text = "The holder's resident memory by mapping (KiB): " + ", ".join(f"{k} {v}" for k, v in top) + "."
+    return section("6. Holder memory", text, ["", "RSS MB", "peak MB", "PSS MB", "anonymous MB", "fds"], rows)
+
+
+def table_imports(r: Results, s: Settings, goals: list[str]) -> list[str]:
+    x = r["burst1"]["imports"]
+    share = 100 * x["jeepney"] / x["total"]
+    goal(goals, "7. jeepney's share of the holder's import time", "—", f"{share:.0f} %", 0, None)
+    rss = "{:.1f} / {:.1f} / {:.1f} MB".format(*(x[f"rss_{k}"] / 1024 for k in ("bare", "holder", "manager")))
+    rows: list[list[object]] = [
+        ["the holder's imports (cumulative, `-X importtime`)", f"{x['total']:.1f} ms"],
+        ["… portreserve.manager, jeepney in it", f"{x['manager']:.1f} ms, {x['jeepney']:.1f} ms ({share:.0f} %)"],
+        ["start to exit: `pass` / the holder's imports", f"{x['wall_bare']:.1f} / {x['wall_manager']:.1f} ms"],
+        ["RSS: `pass` / + cli, holder / + manager, jeepney", rss],
+        ["jeepney's RSS (with manager.py)", f"{(x['rss_manager'] - x['rss_holder']) / 1024:.1f} MB"],
     ]
-    return lines + table(["what", "ports", "returned ms", "all bindable ms", "no job queued ms", "exit"], rows)
-
-
-def table_stops(results: dict[str, Any], s: Settings, summary: Summary) -> list[str]:
-    r = results["n"]["stops"]
-    lines = ["## 4. `systemctl stop` of one unit", ""]
-    if "error" in r:
-        return lines + ["failed"]
-    floor = r["floor_ms"]["median"]
-    rows = []
-    for kind, label in (
-        ("socket", "a socket unit `portreserve-PORT-tcp.socket`"),
-        ("group", "a grouping unit `portreserve@NAME.target`"),
-    ):
-        x = r[kind]
-        fm = x["free_ms"].get("median")
-        rows.append(
-            [
-                label,
-                f(fm),
-                f(x["free_ms"].get("p95")),
-                f(x["returned_ms"]["median"]),
-                f"{fm / floor:.2f}" if fm else "—",
-                str(x["failed"]),
-            ]
-        )
-        summary.append(
-            [
-                f"4. `systemctl stop` of {label}, ~{r['held']} held: bindable, median",
-                "≤ 100 ms",
-                f"{f(fm)} ms",
-                goal(fm, 100),
-            ]
-        )
-    lines += [
-        f"{s.stops} stops of each kind with about {r['held']} names held (after table 2's releases), timed "
-        "from the caller until the unit's ports were bindable, and until systemctl returned. Floor: "
-        f"`systemctl stop` of an inactive unit, median {f(floor)} ms. `portreserve.target`: table 3.",
-        "",
-    ]
-    return lines + table(
-        ["stopped", "bindable median ms", "p95 ms", "systemctl returned median ms", "÷ floor", "failed"], rows
-    )
-
-
-def table_standalone(results: dict[str, Any], s: Settings, summary: Summary) -> list[str]:
-    r = results["burst1"]["standalone"]
-    lines = ["## 5. Standalone release (no systemd)", ""]
-    if "error" in r:
-        return lines + ["failed"]
-    ratio = r["release_ms"]["median"] / r["floor_ms"]["median"]
-    summary.append(
-        [
-            "5. standalone `portrelease --socket PATH NAME` / `python3 -IS -c pass`, medians",
-            "≤ 1.25×",
-            f"{ratio:.2f}×",
-            goal(ratio, 1.25),
-        ]
-    )
-    lines += [
-        f"`portreserve -d` binds {r['count']} TCP ports itself; {r['rounds']} releases "
-        "`portrelease --socket PATH saI`, interleaved with as many `python3 -IS -c pass` (alternating which "
-        f"goes first), in the guest after the burst. Bindable at return: {r['bindable_at_return']}/{r['rounds']}. "
-        f"Then `portrelease '*'` of the rest: {f(r['all_ms'])} ms, exit {r['all_rc']}.",
-        "",
-    ]
-    return lines + table(
-        ["what", "median ms", "p90 ms", "max ms"],
-        [
-            [
-                "`portrelease --socket PATH NAME`",
-                f(r["release_ms"]["median"]),
-                f(r["release_ms"]["p90"]),
-                f(r["release_ms"]["max"]),
-            ],
-            ["`python3 -IS -c pass`", f(r["floor_ms"]["median"]), f(r["floor_ms"]["p90"]), f(r["floor_ms"]["max"])],
-            ["ratio", f"{ratio:.2f}", "", ""],
-        ],
-    )
-
-
-def table_footprint(results: dict[str, Any], s: Settings, summary: Summary) -> list[str]:
-    r = results["both"]["footprint"]
-    lines = ["## 6. Holder memory", ""]
-    if "error" in r:
-        return lines + ["failed"]
-    h, b = r["holder"], r["floor"]
-    summary.append(
-        [
-            f"6. holder RSS at {r['sockets']} sockets, jeepney loaded",
-            "≤ 15 MB",
-            f"{h['rss_kib'] / 1024:.1f} MB",
-            goal(h["rss_kib"] / 1024, 15),
-        ]
-    )
-    lines += [
-        f"portreserve.service's MainPID holding {r['sockets']} sockets ({s.n} names × TCP and UDP), "
-        "connected to PID 1 (jeepney loaded), 0.5 s after it reported them; the floor is an idle "
-        "`python3 -I` in the same boot. `portrelease '*'` of these: table 3.",
-        "",
-    ]
-    return lines + table(
-        ["process", "RSS MB", "PSS MB", "anonymous MB", "fds"],
-        [
-            [
-                name,
-                f"{m['rss_kib'] / 1024:.1f}",
-                f"{m['pss_kib'] / 1024:.1f}",
-                f"{m['anon_kib'] / 1024:.1f}",
-                str(m["fds"]),
-            ]
-            for name, m in (("holder", h), ("idle `python3 -I`", b))
-        ]
-        + [["ratio", f"{h['rss_kib'] / b['rss_kib']:.2f}", "", "", ""]],
-    )
-
-
-def table_imports(results: dict[str, Any], s: Settings, summary: Summary) -> list[str]:
-    r = results["burst1"]["imports"]
-    lines = ["## 7. The holder's imports and jeepney", ""]
-    if "error" in r:
-        return lines + ["failed"]
-    rss = r["rss_kib"]
-    share = 100 * r["jeepney_us"] / r["total_us"]
-    summary.append(["7. jeepney's share of the holder's import time", "(report)", f"{share:.0f} %", ""])
-    lines += [
-        f"`python3 -I -X importtime -c 'import portreserve.cli, portreserve.holder, portreserve.manager'` "
-        f"(medians of {r['runs']} runs); RSS of a fresh `python3 -I` after the imports (median of 5).",
-        "",
-    ]
-    return lines + table(
-        ["what", "figure"],
-        [
-            ["the holder's imports (cumulative)", f"{r['total_us'] / 1e3:.1f} ms"],
-            ["of which portreserve.manager", f"{r['manager_us'] / 1e3:.1f} ms"],
-            ["of which jeepney", f"{r['jeepney_us'] / 1e3:.1f} ms ({share:.0f} %)"],
-            [
-                "start to exit, `python3 -I -c pass` / with the holder's imports",
-                f"{f(r['wall_ms']['bare']['median'])} / {f(r['wall_ms']['holder']['median'])} ms",
-            ],
-            [
-                "RSS: bare / holder's modules / with manager and jeepney",
-                f"{rss['bare'] / 1024:.1f} / {rss['holder'] / 1024:.1f} / {rss['with_manager'] / 1024:.1f} MB",
-            ],
-            ["jeepney's RSS", f"{(rss['with_manager'] - rss['holder']) / 1024:.1f} MB"],
-        ],
-    )
+    return section("7. The holder's imports", f"`python3 -I`, medians of {s.runs} runs.", ["", ""], rows)
 
 
 TABLES = (table_burst, table_releases, table_release_all, table_stops, table_standalone, table_footprint, table_imports)
 
 
-def machine() -> list[str]:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        "unknown",
-    )
-    git = lambda *a: subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True).stdout.strip()  # noqa: E731
-    systemd = subprocess.run(["/lib/systemd/systemd", "--version"], capture_output=True, text=True).stdout
-    load = os.getloadavg()[0]
-    return [
-        f"- **date**: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
-        f"- **machine**: {cpu}, {len(os.sched_getaffinity(0))} cores, {platform.system()} {platform.release()}, "
-        f"load average {load:.1f} at the start",
-        f"- **systemd**: {systemd.splitlines()[0] if systemd else 'unknown'}; python {platform.python_version()}",
-        f"- **commit**: {git('rev-parse', '--short', 'HEAD')}{' + changes' if git('status', '--porcelain') else ''}",
-    ]
-
-
-def report(results: dict[str, Any], s: Settings, small: bool, seconds: float) -> tuple[str, list[str]]:
-    summary: Summary = []
+def report(r: Results, s: Settings, small: bool, seconds: float) -> tuple[str, list[str]]:
+    goals: list[str] = []
     body: list[str] = []
-    for make_table in TABLES:
+    for table in TABLES:
         try:
-            body += ["", *make_table(results, s, summary)]
-        except (KeyError, TypeError, ZeroDivisionError) as e:
-            body += ["", f"## {make_table.__name__}: no figures ({e!r})"]
-    problems = [
-        f"{boot_key}/{step}: {r['error'].strip().splitlines()[-1][:300]}"
-        for boot_key, steps in results.items()
-        for step, r in steps.items()
-        if "error" in r
-    ]
+            body += ["", *table(r, s, goals)]
+        except (KeyError, TypeError, ValueError, ZeroDivisionError, statistics.StatisticsError) as e:
+            body += ["", f"## {table.__name__}: no figures ({e!r})"]
+    problems = [f"{key}/{step}: {x['error'].strip().splitlines()[-1][:300]}"
+                for key, steps in r.items() for step, x in steps.items() if "error" in x]  # fmt: skip
+    commit, changed = (subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True).stdout.strip()
+                       for a in (["rev-parse", "--short", "HEAD"], ["status", "--porcelain"]))  # fmt: skip
+    cpu = [line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")]
+    systemd = subprocess.run(["/lib/systemd/systemd", "--version"], capture_output=True, text=True).stdout
     head = [
         f"# portreserve benchmarks{' (--small)' if small else ''}",
         "",
-        *machine(),
-        f"- **run**: `make bench{' BENCH_ARGS=--small' if small else ''}`, {seconds:.0f} s; each figure measured "
-        "inside a real systemd 252 booted as PID 1 (tests/boot.py) by benchmarks/guest.py",
+        f"- **date**: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; `make bench"
+        f"{' BENCH_ARGS=--small' if small else ''}`, {seconds:.0f} s",
+        f"- **machine**: {cpu[0].split(':')[1].strip() if cpu else '?'}, {len(os.sched_getaffinity(0))} cores, "
+        f"{platform.system()} {platform.release()}, load average {os.getloadavg()[0]:.1f} at the end",
+        f"- **systemd**: {systemd.splitlines()[0]}, booted as PID 1 by tests/boot.py; /usr/bin/python3 "
+        f"{platform.python_version()}",
+        f"- **commit**: {commit}{' + changes' if changed else ''}",
         "",
         "## Goals (issue 8)",
         "",
+        cells("what", "goal", "measured", "verdict"),
+        "|---|---|---|---|",
+        *goals,
     ]
-    head += table(["what", "goal", "measured", "verdict"], summary)
     if problems:
         body += ["", "## Problems", "", *(f"- {p}" for p in problems)]
     return "\n".join(head + body) + "\n", problems
@@ -545,35 +285,35 @@ def report(results: dict[str, Any], s: Settings, small: bool, seconds: float) ->
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--small", action="store_true", help="small N, one burst boot (CI)")
-    parser.add_argument("--output", type=Path, help="where the report goes (default benchmarks/latest.md)")
-    parser.add_argument("--keep", action="store_true", help="keep the boots' scratch directories (logs)")
+    parser.add_argument("--small", action="store_true", help="N=100, one burst of 10 (CI)")
+    parser.add_argument(
+        "--output", type=Path, help="the report (default benchmarks/latest.md, --small latest-small.md)"
+    )
+    parser.add_argument("--only", help="only these boots (comma-separated: burst1, n, target, both)")
+    parser.add_argument("--keep", action="store_true", help="keep the boots' directories (journals, logs)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("benchmarks/run.py: needs root (it boots systemd in namespaces)")
     s = SMALL if args.small else FULL
-    output = args.output or REPO / "benchmarks" / ("latest-small.md" if args.small else "latest.md")
-    started = datetime.datetime.now()
-    scratch = Path(tempfile.mkdtemp(prefix="portreserve-bench-"))
-    results: dict[str, Any] = {}
+    started, tmp = time.monotonic(), Path(tempfile.mkdtemp(prefix="portreserve-bench-"))
+    results = {}
     try:
-        subprocess.run(
-            ["make", "-s", "install", f"DESTDIR={scratch / 'destdir'}", "PREFIX=/usr"],
-            cwd=REPO,
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
+        install = ["make", "-s", "install", f"DESTDIR={tmp / 'destdir'}", "PREFIX=/usr"]
+        subprocess.run(install, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
         for key, files, after, steps in plans(s):
-            results[key] = run_boot(key, files, after, steps, scratch / "destdir", scratch)
+            if args.only and key not in args.only.split(","):
+                continue
+            results[key] = run_boot(key, files, after, steps, tmp / "destdir", tmp)
     finally:
         if args.keep:
-            log(f"kept {scratch}")
+            print(f"[bench] kept {tmp}", file=sys.stderr)
         else:
-            shutil.rmtree(scratch, ignore_errors=True)
-    text, problems = report(results, s, args.small, (datetime.datetime.now() - started).total_seconds())
+            shutil.rmtree(tmp, ignore_errors=True)
+    text, problems = report(results, s, args.small, time.monotonic() - started)
     print(text)
+    output = args.output or REPO / "benchmarks" / ("latest-small.md" if args.small else "latest.md")
     output.write_text(text)
-    log(f"wrote {output}; {len(problems)} measurement(s) broke" if problems else f"wrote {output}")
+    print(f"[bench] wrote {output}" + (f"; {len(problems)} measurement(s) broke" if problems else ""), file=sys.stderr)
     return 1 if problems else 0
 
 
