@@ -1,12 +1,6 @@
 #!/usr/bin/python3
-"""Measurements inside a benchmark boot, by the guest's /usr/bin/python3.
-
-    guest.py '[[STEP, {ARGUMENTS}], ...]'    runs step_STEP(**ARGUMENTS) in order
-
-Each writes /results/STEP.json: its figures (milliseconds) or {"error": traceback}.
-Name benchI owns port 20000+I; "bindable": a fresh [::] dual-stack socket binds
-it (SO_REUSEADDR for TCP), as a server would.
-"""
+"""In a benchmark boot: `guest.py '[[STEP, {ARGUMENTS}], ...]'` runs step_STEP(**ARGUMENTS) in order, each
+writing /results/STEP.json: its figures (ms) or {"error": traceback}.  benchI owns port 20000+I (README.md)."""
 
 import errno
 import json
@@ -270,10 +264,15 @@ def standalone(count, protos):
 def step_standalone(count, rounds):
     """Table 5: `portrelease --socket PATH saI` interleaved with bare interpreters."""
     holder, ctl = standalone(count, ["tcp"])
-    times, free = {"release": [], "floor": []}, 0
+    times, free = {"release": [], "floor": [], "imports": []}, 0
+    code = "import os, sys; sys.path.append('/usr/lib/python3/dist-packages'); import portreserve.release; os._exit(0)"
     for i in range(rounds):
-        pair = [("release", [PORTRELEASE, "--socket", ctl, f"sa{i}"]), ("floor", FLOOR)]
-        for kind, argv in pair if i % 2 else pair[::-1]:
+        runs = [
+            ("release", [PORTRELEASE, "--socket", ctl, f"sa{i}"]),
+            ("floor", FLOOR),
+            ("imports", FLOOR[:3] + [code]),
+        ]
+        for kind, argv in runs if i % 2 else runs[::-1]:
             elapsed, rc = timed(argv)
             if rc:
                 raise RuntimeError(f"{argv} exited {rc}")
@@ -281,9 +280,8 @@ def step_standalone(count, rounds):
         free += bindable(30000 + i, "tcp")
     all_ms, rc = timed([PORTRELEASE, "--socket", ctl, "*"])
     holder.wait(10)
-    return {"count": count, "free_at_return": free, "all": all_ms, "all_rc": rc} | {
-        k: stats(v) for k, v in times.items()
-    }
+    out = {"count": count, "free_at_return": free, "all": all_ms, "all_rc": rc}
+    return out | {k: stats(v) for k, v in times.items()}
 
 
 HOLDER_IMPORTS = "import portreserve.cli, portreserve.holder, systemd.daemon"
@@ -303,7 +301,7 @@ def step_imports(runs):
             depth = (len(name) - len(name.lstrip()) - 1) // 2
             name = name.strip()
             del parents[depth:]
-            found["total"] += int(cumulative) if depth == 0 and name.startswith("portreserve") else 0
+            found["total"] += int(cumulative) if depth == 0 and name.startswith(("portreserve", "systemd")) else 0
             found["manager"] += int(cumulative) if name == "portreserve.manager" else 0
             outer = [n for _, n in parents if n.startswith("jeepney")]
             found["jeepney"] += int(cumulative) if name.startswith("jeepney") and not outer else 0

@@ -1,12 +1,6 @@
 #!/usr/bin/env python3
-"""portreserve benchmarks: `make bench` (full) or `make bench BENCH_ARGS=--small` (CI).
-
-Installs the tree (`make install DESTDIR=... PREFIX=/usr`) and boots the real
-systemd 252 as PID 1 in throwaway roots (tests/boot.py); benchmarks/guest.py
-measures inside each boot.  Prints the report and writes it to
-benchmarks/latest.md (--small: latest-small.md).  Goals are reported, not
-asserted: the exit status is 1 only when a measurement broke.
-"""
+"""portreserve benchmarks in real systemd boots: `make bench` (full) or `make bench BENCH_ARGS=--small` (CI).
+Writes benchmarks/latest.md (--small: latest-small.md); exits 1 only when a measurement broke (README.md)."""
 
 from __future__ import annotations
 
@@ -210,7 +204,16 @@ def table_standalone(r: Results, s: Settings, goals: list[str]) -> list[str]:
         goals, "5. standalone `portrelease --socket PATH NAME` ÷ `python3 -IS -c pass`", "≤ 1.25×", f"{q:.2f}×", q, 1.25
     )
     rows = [["`portrelease --socket PATH NAME`", rel["median"], rel["p90"], rel["max"]]]
+    im = x["imports"]
     rows += [["`python3 -IS -c pass`", fl["median"], fl["p90"], fl["max"]], ["ratio", f"{q:.2f}", "", ""]]
+    rows.append(
+        [
+            "its imports alone (`-IS`, then `os._exit`, as the command)",
+            im["median"],
+            im["p90"],
+            im["max"],
+        ]
+    )
     text = (f"{rel['n']} of each, {x['count']} names held; bindable at return {x['free_at_return']}/{rel['n']}. "
             f"`portrelease '*'` of the rest: {x['all']:.1f} ms, exit {x['all_rc']}.")  # fmt: skip
     return section("5. Standalone release (no systemd)", text, ["", "median ms", "p90", "max"], rows)
@@ -247,7 +250,7 @@ def table_imports(r: Results, s: Settings, goals: list[str]) -> list[str]:
 TABLES = (table_burst, table_releases, table_release_all, table_stops, table_standalone, table_footprint, table_imports)
 
 
-def report(r: Results, s: Settings, small: bool, seconds: float) -> tuple[str, list[str]]:
+def report(r: Results, s: Settings, small: bool, seconds: float, load: float) -> tuple[str, list[str]]:
     goals: list[str] = []
     body: list[str] = []
     for table in TABLES:
@@ -259,25 +262,23 @@ def report(r: Results, s: Settings, small: bool, seconds: float) -> tuple[str, l
                 for key, steps in r.items() for step, x in steps.items() if "error" in x]  # fmt: skip
     commit, changed = (subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True).stdout.strip()
                        for a in (["rev-parse", "--short", "HEAD"], ["status", "--porcelain"]))  # fmt: skip
-    cpu = [line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")]
+    cpu = [x.split(":")[1].strip() for x in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in x]
     systemd = subprocess.run(["/lib/systemd/systemd", "--version"], capture_output=True, text=True).stdout
-    head = [
-        f"# portreserve benchmarks{' (--small)' if small else ''}",
-        "",
-        f"- **date**: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; `make bench"
-        f"{' BENCH_ARGS=--small' if small else ''}`, {seconds:.0f} s",
-        f"- **machine**: {cpu[0].split(':')[1].strip() if cpu else '?'}, {len(os.sched_getaffinity(0))} cores, "
-        f"{platform.system()} {platform.release()}, load average {os.getloadavg()[0]:.1f} at the end",
-        f"- **systemd**: {systemd.splitlines()[0]}, booted as PID 1 by tests/boot.py; /usr/bin/python3 "
-        f"{platform.python_version()}",
-        f"- **commit**: {commit}{' + changes' if changed else ''}",
-        "",
-        "## Goals (issue 8)",
-        "",
-        cells("what", "goal", "measured", "verdict"),
-        "|---|---|---|---|",
-        *goals,
-    ]
+    how, when = " BENCH_ARGS=--small" if small else "", datetime.datetime.now(datetime.UTC)
+    head = f"""# portreserve benchmarks{" (--small)" if small else ""}
+
+- **date**: {when:%Y-%m-%d %H:%M} UTC; `make bench{how}`, {seconds:.0f} s
+- **machine**: {cpu[0] if cpu else "?"}, {len(os.sched_getaffinity(0))} cores, {platform.system()} \
+{platform.release()}; load average {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end (other jobs ran on it)
+- **systemd**: {systemd.splitlines()[0]}, booted as PID 1 by tests/boot.py; python {platform.python_version()}
+- **commit**: {commit}{" + changes" if changed else ""}
+
+## Goals (issue 8)
+
+| what | goal | measured | verdict |
+|---|---|---|---|
+""".splitlines()
+    head += goals
     if problems:
         body += ["", "## Problems", "", *(f"- {p}" for p in problems)]
     return "\n".join(head + body) + "\n", problems
@@ -286,16 +287,14 @@ def report(r: Results, s: Settings, small: bool, seconds: float) -> tuple[str, l
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--small", action="store_true", help="N=100, one burst of 10 (CI)")
-    parser.add_argument(
-        "--output", type=Path, help="the report (default benchmarks/latest.md, --small latest-small.md)"
-    )
+    parser.add_argument("--output", type=Path, help="the report (default: latest.md, --small: latest-small.md)")
     parser.add_argument("--only", help="only these boots (comma-separated: burst1, n, target, both)")
     parser.add_argument("--keep", action="store_true", help="keep the boots' directories (journals, logs)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("benchmarks/run.py: needs root (it boots systemd in namespaces)")
     s = SMALL if args.small else FULL
-    started, tmp = time.monotonic(), Path(tempfile.mkdtemp(prefix="portreserve-bench-"))
+    started, load, tmp = time.monotonic(), os.getloadavg()[0], Path(tempfile.mkdtemp(prefix="portreserve-bench-"))
     results = {}
     try:
         install = ["make", "-s", "install", f"DESTDIR={tmp / 'destdir'}", "PREFIX=/usr"]
@@ -309,7 +308,7 @@ def main() -> int:
             print(f"[bench] kept {tmp}", file=sys.stderr)
         else:
             shutil.rmtree(tmp, ignore_errors=True)
-    text, problems = report(results, s, args.small, time.monotonic() - started)
+    text, problems = report(results, s, args.small, time.monotonic() - started, load)
     print(text)
     output = args.output or REPO / "benchmarks" / ("latest-small.md" if args.small else "latest.md")
     output.write_text(text)
