@@ -86,34 +86,29 @@ class Manager:
     """A blocking D-Bus client of PID 1's private socket (no Hello() there)."""
 
     def __init__(self):
-        self.conn = DBusConnectionBase(prep_socket("/run/systemd/private"))
-        self.serial = 0
-        # systemd 252 left a call sent with or right after BEGIN unanswered
-        # until the next event on the connection (4 of 4 tries); 50 ms later, never.
+        self.conn, self.serial = DBusConnectionBase(prep_socket("/run/systemd/private")), 0
+        # systemd 252 left a call sent with or right after BEGIN unanswered until the next event on the
+        # connection (4 of 4 tries); 50 ms later, never.
         time.sleep(0.05)
 
-    def jobs(self):
-        self.serial += 1
-        self.conn.sock.sendall(new_method_call(MANAGER, "ListJobs").serialise(serial=self.serial))
-        msg = self.conn._receive(time.monotonic() + 10)
-        while msg.header.fields.get(HeaderFields.reply_serial) != self.serial:  # PID 1's signals come here too
-            msg = self.conn._receive(time.monotonic() + 10)
-        return [job[1] for job in msg.body[0] if job[1] != "boot-driver.service"]  # the driver runs in its start job
-
     def wait_idle(self, t0):
-        """ms from t0 until PID 1 has no job queued (polled every 5 ms)."""
-        while self.jobs():
+        """ms from t0 until PID 1 has no job queued but the driver's own (ListJobs every 5 ms)."""
+        while True:
+            self.serial += 1
+            self.conn.sock.sendall(new_method_call(MANAGER, "ListJobs").serialise(serial=self.serial))
+            reply = None
+            while reply != self.serial:  # PID 1's signals come here too
+                msg = self.conn._receive(time.monotonic() + 10)
+                reply = msg.header.fields.get(HeaderFields.reply_serial)
+            if all(job[1] == "boot-driver.service" for job in msg.body[0]):
+                return ms(t0)
             time.sleep(0.005)
-        return ms(t0)
 
 
 def cpu_ms(pid):
     """utime + stime of a process so far; None once it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) * 1e3 / os.sysconf("SC_CLK_TCK")
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split() if os.path.exists(f"/proc/{pid}") else None
+    return stat and (int(stat[11]) + int(stat[12])) * 1e3 / os.sysconf("SC_CLK_TCK")
 
 
 def memory(pid):
@@ -128,9 +123,8 @@ def memory(pid):
 
 
 def phases(calls):
-    """Where portrelease benchI's time went, calls [(I, start µs, end µs)], realtime: until the holder
-    logged the request (journald's arrival stamp), until PID 1 stopped the socket (InactiveEnterTimestamp), until
-    the end."""
+    """Medians of calls [(I, start µs, end µs)] of portrelease benchI: until the holder logged the request
+    (journald's arrival stamp), until PID 1 stopped the socket (InactiveEnterTimestamp), until the end."""
     offset = time.time_ns() // 1000 - time.monotonic_ns() // 1000  # realtime - monotonic, µs
     journal = subprocess.run(["journalctl", "-o", "json", "SYSLOG_IDENTIFIER=portreserve"], capture_output=True)
     asked = {}
@@ -154,9 +148,8 @@ def step_burst(k):
         stamps[path.name] = (float(t0) * 1e6, float(t1) * 1e6, int(rc))
     first = min(s[0] for s in stamps.values())
     out = {group: [(s[1] - s[0]) / 1e3 for n, s in stamps.items() if n[0] == group] for group in "cb"}
-    out |= {
-        f"offset_{g}": statistics.median((s[0] - first) / 1e3 for n, s in stamps.items() if n[0] == g) for g in "cb"
-    }
+    for g in "cb":
+        out[f"offset_{g}"] = statistics.median((s[0] - first) / 1e3 for n, s in stamps.items() if n[0] == g)
     out["failed"] = sum(s[2] != 0 for s in stamps.values())
     out |= phases([(i, *stamps[f"c-{i}"][:2]) for i in range(k)])
     offset = time.time_ns() // 1000 - time.monotonic_ns() // 1000
@@ -270,7 +263,7 @@ def step_standalone(count, rounds):
         runs = [
             ("release", [PORTRELEASE, "--socket", ctl, f"sa{i}"]),
             ("floor", FLOOR),
-            ("imports", FLOOR[:3] + [code]),
+            ("imports", [PY, "-ISc", code]),
         ]
         for kind, argv in runs if i % 2 else runs[::-1]:
             elapsed, rc = timed(argv)
@@ -313,7 +306,6 @@ def step_imports(runs):
     for key, imports in (("bare", "pass"), ("holder", HOLDER_IMPORTS), ("manager", code)):
         rss = [subprocess.run([PY, "-I", "-c", imports + probe], capture_output=True).stdout for _ in range(5)]
         out[f"rss_{key}"] = statistics.median(map(int, rss))
-        out[f"wall_{key}"] = statistics.median(timed([PY, "-I", "-c", imports])[0] for _ in range(runs))
     return out
 
 

@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 from typing import Any, NamedTuple
 
 REPO = Path(__file__).resolve().parent.parent
@@ -114,10 +115,6 @@ def goal(goals: list[str], what: str, limit: str, shown: str, value: float | Non
     goals.append(cells(what, limit, shown, verdict))
 
 
-def median(values: list[float]) -> float:
-    return statistics.median(values)
-
-
 def p90(values: list[float]) -> float:
     return sorted(values)[max(0, -(-9 * len(values) // 10) - 1)]
 
@@ -171,16 +168,13 @@ def table_release_all(r: Results, s: Settings, goals: list[str]) -> list[str]:
             what = f"4. `systemctl stop portreserve.target`, {s.n} held: all bindable"
             goal(goals, what, "≤ 100 ms", f"{x['free']:.0f} ms", x["free"], 100)
         else:
-            goal(
-                goals,
-                f"6. `portrelease '*'`, {x['ports']} sockets: bindable and no job",
-                "—",
-                f"{done:.0f} ms",
-                0,
-                None,
-            )
+            what = f"6. `portrelease '*'`, {x['ports']} sockets: bindable and no job"
+            goal(goals, what, "—", f"{done:.0f} ms", 0, None)
     header = ["", "ports", "returned ms", "all bindable ms", "no job ms", "exit", "CPU ms: PID 1", "journald", "holder"]
-    return section("3. Release everything", "Each in its own boot, every name held.", header, rows)
+    errors = [f"{k}: `{r[k]['release_all']['stderr'].strip()}`" for k in ("n", "target", "both")
+              if r[k]["release_all"]["rc"]]  # fmt: skip
+    text = "Each in its own boot, every name held." + (" Errors: " + "; ".join(errors) if errors else "")
+    return section("3. Release everything", text, header, rows)
 
 
 def table_stops(r: Results, s: Settings, goals: list[str]) -> list[str]:
@@ -200,20 +194,12 @@ def table_standalone(r: Results, s: Settings, goals: list[str]) -> list[str]:
     x = r["burst1"]["standalone"]
     rel, fl = x["release"], x["floor"]
     q = rel["median"] / fl["median"]
-    goal(
-        goals, "5. standalone `portrelease --socket PATH NAME` ÷ `python3 -IS -c pass`", "≤ 1.25×", f"{q:.2f}×", q, 1.25
-    )
-    rows = [["`portrelease --socket PATH NAME`", rel["median"], rel["p90"], rel["max"]]]
-    im = x["imports"]
-    rows += [["`python3 -IS -c pass`", fl["median"], fl["p90"], fl["max"]], ["ratio", f"{q:.2f}", "", ""]]
-    rows.append(
-        [
-            "its imports alone (`-IS`, then `os._exit`, as the command)",
-            im["median"],
-            im["p90"],
-            im["max"],
-        ]
-    )
+    what = "5. standalone `portrelease --socket PATH NAME` ÷ `python3 -IS -c pass`"
+    goal(goals, what, "≤ 1.25×", f"{q:.2f}×", q, 1.25)
+    rows: list[list[object]] = [[what, y["median"], y["p90"], y["max"]] for what, y in (
+        ("`portrelease --socket PATH NAME`", rel), ("`python3 -IS -c pass`", fl),
+        ("its imports alone (`-IS`, then `os._exit`, as the command)", x["imports"]))]  # fmt: skip
+    rows.insert(2, ["ratio", f"{q:.2f}", "", ""])
     text = (f"{rel['n']} of each, {x['count']} names held; bindable at return {x['free_at_return']}/{rel['n']}. "
             f"`portrelease '*'` of the rest: {x['all']:.1f} ms, exit {x['all_rc']}.")  # fmt: skip
     return section("5. Standalone release (no systemd)", text, ["", "median ms", "p90", "max"], rows)
@@ -240,7 +226,6 @@ def table_imports(r: Results, s: Settings, goals: list[str]) -> list[str]:
     rows: list[list[object]] = [
         ["the holder's imports (cumulative, `-X importtime`)", f"{x['total']:.1f} ms"],
         ["… portreserve.manager, jeepney in it", f"{x['manager']:.1f} ms, {x['jeepney']:.1f} ms ({share:.0f} %)"],
-        ["start to exit: `pass` / the holder's imports", f"{x['wall_bare']:.1f} / {x['wall_manager']:.1f} ms"],
         ["RSS: `pass` / + cli, holder / + manager, jeepney", rss],
         ["jeepney's RSS (with manager.py)", f"{(x['rss_manager'] - x['rss_holder']) / 1024:.1f} MB"],
     ]
