@@ -125,7 +125,7 @@ def phases(x: dict[str, float]) -> str:
 
 
 def table_burst(r: Results, s: Settings, goals: list[str]) -> list[str]:
-    runs = [r[f"burst{j}"]["burst"] for j in range(1, s.bursts + 1)]
+    runs = [steps["burst"] for key, steps in r.items() if key.startswith("burst")]
     c: list[float] = sum((x["c"] for x in runs), [])
     b: list[float] = sum((x["b"] for x in runs), [])
     rows: list[list[object]] = [[f"boot {j}", median(x["c"]), p90(x["c"]), median(x["b"]), p90(x["b"]),
