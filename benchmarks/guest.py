@@ -206,14 +206,8 @@ def step_release_all(count, protos, argv):
     free = wait_free(ports, t0)
     holder = cpu_ms(pids["holder"])  # it exits soon after
     err = proc.communicate()[1]
-    out = {
-        "ports": len(ports),
-        "rc": proc.returncode,
-        "stderr": err[:200] + f" ({err.count(chr(10))} lines)" * bool(err),
-        "free": free,
-        "returned": ms(t0),
-    }
-    out["idle"] = manager.wait_idle(t0)
+    out = {"ports": len(ports), "rc": proc.returncode, "free": free, "returned": ms(t0), "idle": manager.wait_idle(t0)}
+    out["stderr"] = err[:200] + f" ({err.count(chr(10))} lines)" * bool(err)
     after = {"pid1": cpu_ms(1), "journald": cpu_ms(pids["journald"]), "holder": holder}
     return out | {"wall": ms(t0), "cpu": {who: None if after[who] is None else after[who] - cpu[who] for who in cpu}}
 
