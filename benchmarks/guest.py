@@ -1,643 +1,324 @@
 #!/usr/bin/python3
-"""Measurements taken inside a benchmark boot (benchmarks/run.py).
+"""In a benchmark boot: `guest.py '[[STEP, {ARGUMENTS}], ...]'` runs step_STEP(**ARGUMENTS) in order, each
+writing /results/STEP.json: its figures (ms) or {"error": traceback}.  benchI owns port 20000+I (README.md)."""
 
-Standard library only: /usr/bin/python3 of the guest runs it.  Every command
-writes one JSON object to --out (with "error" set when something broke) and
-exits 0 on success, 1 otherwise; the driver runs them one after another.
-
-    guest.py boot-times                      manager and unit timestamps of this boot
-    guest.py footprint                       the holder's RSS, fds, status
-    guest.py load --rate R --seconds S       TCP connections at reserved ports; holder CPU
-    guest.py release --base P --count N --rounds R
-                                             portrelease benchN..., re-reserving after each
-    guest.py release-all --base P --count N  portrelease '*'
-    guest.py standalone --base P --count N --rounds R
-                                             the same without systemd: portreserve hold --socket
-    guest.py generator --lines L --runs K    the installed generator on L config lines
-    guest.py python-floor --runs K           /usr/bin/python3 -I -c pass, for scale
-
-Ports are TCP, numbered P+i for the name benchI (standalone: saI).  "Bindable"
-means what a fresh server needs: bind [::] dual-stack (IPV6_V6ONLY=0, so IPv4
-and IPv6 at once) with SO_REUSEADDR, as net.bindable() in the product does.
-"""
-
-from __future__ import annotations
-
-import argparse
 import errno
 import json
 import os
-import select
-import signal
 import socket
 import statistics
 import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
+from jeepney.io.blocking import DBusConnectionBase, prep_socket
+from jeepney.low_level import HeaderFields
+from jeepney.wrappers import DBusAddress, new_method_call
+
+BASE = 20000
+PY = "/usr/bin/python3"
+FLOOR = [PY, "-IS", "-c", "pass"]  # the bare interpreter, as portrelease's #! starts it
 PORTRELEASE = "/usr/sbin/portrelease"
-PORTRESERVE = "/usr/sbin/portreserve"
-GENERATOR = "/usr/lib/systemd/system-generators/portreserve-generator"
-HOLDER_UNIT = "portreserve.service"
-STEP_ASIDE_UNIT = "portreserve-step-aside.service"
-SETTLE_TIMEOUT = 30.0  # for states the benchmark waits for between measurements
-BIND_TIMEOUT = 10.0  # a released port that is not bindable after this is a failure
-
-perf = time.perf_counter
+MANAGER = DBusAddress("/org/freedesktop/systemd1", "org.freedesktop.systemd1", "org.freedesktop.systemd1.Manager")
+now = time.perf_counter
 
 
-# -- helpers -----------------------------------------------------------------
-
-
-def bindable(port: int, proto: str = "tcp") -> bool:
-    kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
-    sock = socket.socket(socket.AF_INET6, kind | socket.SOCK_CLOEXEC)
+def bindable(port, proto):
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
     try:
-        if proto == "tcp":
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, proto == "tcp")
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.bind(("::", port))
+        return True
     except OSError as e:
         if e.errno in (errno.EADDRINUSE, errno.EACCES):
             return False
         raise
     finally:
         sock.close()
-    return True
 
 
-def summary(values: list[float]) -> dict[str, float | int | None]:
-    """median, p95 (nearest rank), min, max, mean of milliseconds."""
-    if not values:
-        return {"n": 0, "median": None, "p95": None, "min": None, "max": None, "mean": None}
-    ordered = sorted(values)
-    rank = max(1, -(-95 * len(ordered) // 100))  # ceil(0.95 n)
-    return {
-        "n": len(ordered),
-        "median": statistics.median(ordered),
-        "p95": ordered[rank - 1],
-        "min": ordered[0],
-        "max": ordered[-1],
-        "mean": statistics.fmean(ordered),
-    }
+def ports_of(indexes, protos):
+    return [(BASE + i, p) for i in indexes for p in protos]
 
 
-def systemctl(*args: str) -> str:
-    return subprocess.run(
-        ["systemctl", "--no-pager", *args], stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False
-    ).stdout
+def stats(values):
+    v = sorted(values)
+    rank = lambda q: v[max(0, -(-q * len(v) // 100) - 1)]  # noqa: E731  (nearest rank)
+    return {"n": len(v), "median": statistics.median(v), "p90": rank(90), "p95": rank(95), "max": v[-1]} if v else {}
 
 
-def show(unit: str | None, *props: str) -> dict[str, str]:
-    out = systemctl("show", f"--property={','.join(props)}", *([unit] if unit else []))
-    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+def ms(t0):
+    return (now() - t0) * 1e3
 
 
-def holder_state() -> dict[str, str]:
-    return show(HOLDER_UNIT, "ActiveState", "SubState", "MainPID", "StatusText", "NRestarts", "Result")
+def timed(argv):
+    t0 = now()
+    rc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL).returncode
+    return ms(t0), rc
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = SETTLE_TIMEOUT, interval: float = 0.002) -> bool:
-    deadline = perf() + timeout
-    while True:
-        if predicate():
-            return True
-        if perf() > deadline:
-            return False
-        time.sleep(interval)
+def wait_free(ports, t0, timeout=30.0):
+    """ms from t0 until every port is bindable; None if not within timeout."""
+    while ports := [p for p in ports if not bindable(*p)]:
+        if now() - t0 > timeout:
+            return None
+        time.sleep(0.0005)
+    return ms(t0)
 
 
-def wait_holding(count: int) -> dict[str, str]:
-    """Until portreserve.service runs and says it holds `count` ports."""
-    want = f"Holding {count} port(s)"
-    state: dict[str, str] = {}
-
-    def ready() -> bool:
-        nonlocal state
-        state = holder_state()
-        return state.get("ActiveState") == "active" and state.get("StatusText", "").startswith(want)
-
-    if not wait_for(ready, interval=0.01):
-        raise RuntimeError(f"holder never reported '{want}': {state}")
-    return state
+def show(unit, prop):
+    return subprocess.run(["systemctl", "show", "-P", prop, unit], capture_output=True, text=True).stdout.strip()
 
 
-def settle(seconds: float) -> None:
-    """Let the previous round's tail (the holder restarting, step-aside,
-    journald) finish: on 2 cores it would otherwise compete with the release
-    being measured (measured: median 39 ms without, 25 ms with 0.3 s)."""
-    # (not every job: the driver itself runs in boot-driver.service's start job)
-    if not wait_for(lambda: not systemctl("list-jobs", "--no-legend", "portreserve*").strip(), interval=0.01):
-        raise RuntimeError("portreserve jobs still queued after 30 s: " + systemctl("list-jobs", "--no-legend"))
-    time.sleep(seconds)
+def wait_holding(count):
+    """The holder's pid, once it says it holds `count` ports."""
+    for _ in range(6000):
+        if show("portreserve.service", "StatusText") == f"Holding {count} port(s)":
+            return int(show("portreserve.service", "MainPID"))
+        time.sleep(0.01)
+    raise RuntimeError(f"the holder never held {count} ports: {show('portreserve.service', 'StatusText')!r}")
 
 
-def proc_status(pid: int) -> dict[str, str]:
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        fields[key] = value.strip()
-    return fields
+class Manager:
+    """A blocking D-Bus client of PID 1's private socket (no Hello() there)."""
+
+    def __init__(self):
+        self.conn, self.serial = DBusConnectionBase(prep_socket("/run/systemd/private")), 0
+        # systemd 252 left a call sent with or right after BEGIN unanswered until the next event on the
+        # connection (4 of 4 tries); 50 ms later, never.
+        time.sleep(0.05)
+
+    def wait_idle(self, t0):
+        """ms from t0 until PID 1 has no job queued but the driver's own (ListJobs every 5 ms)."""
+        while True:
+            self.serial += 1
+            self.conn.sock.sendall(new_method_call(MANAGER, "ListJobs").serialise(serial=self.serial))
+            reply = None
+            while reply != self.serial:  # PID 1's signals come here too
+                msg = self.conn._receive(time.monotonic() + 10)
+                reply = msg.header.fields.get(HeaderFields.reply_serial)
+            if all(job[1] == "boot-driver.service" for job in msg.body[0]):
+                return ms(t0)
+            time.sleep(0.005)
 
 
-def memory_of(pid: int) -> dict[str, float | int]:
-    status = proc_status(pid)
+def cpu_ms(pid):
+    """utime + stime of a process so far; None once it is gone."""
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split() if os.path.exists(f"/proc/{pid}") else None
+    return stat and (int(stat[11]) + int(stat[12])) * 1e3 / os.sysconf("SC_CLK_TCK")
 
-    def kib(key: str) -> int:
-        return int(status.get(key, "0 kB").split()[0])
 
-    out: dict[str, float | int] = {
-        "rss_kib": kib("VmRSS"),
-        "hwm_kib": kib("VmHWM"),
-        "rss_anon_kib": kib("RssAnon"),
-        "rss_file_kib": kib("RssFile"),
-        "fds": len(os.listdir(f"/proc/{pid}/fd")),
-    }
-    try:  # PSS: the holder's fair share of the pages it shares (libpython, libc)
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                out["pss_kib"] = int(line.split()[1])
-    except OSError:
-        pass
+def memory(pid):
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    pss = Path(f"/proc/{pid}/smaps_rollup").read_text().split("Pss:")[1].split()[0]
+    kib = {key: int(status[key].split()[0]) for key in ("VmRSS", "VmHWM", "RssAnon")}
+    fds = len(os.listdir(f"/proc/{pid}/fd"))
+    return {"rss": kib["VmRSS"], "hwm": kib["VmHWM"], "anon": kib["RssAnon"], "pss": int(pss), "fds": fds}
+
+
+# -- steps ---------------------------------------------------------------------------
+
+
+def phases(calls):
+    """Medians of calls [(I, start µs, end µs)] of portrelease benchI: until the holder logged the request
+    (journald's arrival stamp), until PID 1 stopped the socket (InactiveEnterTimestamp), until the end."""
+    offset = time.time_ns() // 1000 - time.monotonic_ns() // 1000  # realtime - monotonic, µs
+    journal = subprocess.run(["journalctl", "-o", "json", "SYSLOG_IDENTIFIER=portreserve"], capture_output=True)
+    asked = {}
+    for entry in map(json.loads, journal.stdout.splitlines()):
+        asked.setdefault(entry.get("PORTRESERVE_NAME"), int(entry["__REALTIME_TIMESTAMP"]))
+    out = {"ask": [], "stop": [], "answer": []}
+    for i, start, end in calls:
+        stopped = int(show(f"portreserve-{BASE + i}-tcp.socket", "InactiveEnterTimestampMonotonic") or 0) + offset
+        if f"bench{i}" in asked:
+            out["ask"].append((asked[f"bench{i}"] - start) / 1e3)
+            out["stop"].append((stopped - asked[f"bench{i}"]) / 1e3)
+            out["answer"].append((end - stopped) / 1e3)
+    return {key: statistics.median(v) if v else None for key, v in out.items()}
+
+
+def step_burst(k):
+    """Table 1: the burst units' stamps (stamp.sh), where the consumers' time went, the holder's start and READY."""
+    stamps = {}
+    for path in Path("/results/burst").iterdir():
+        t0, t1, rc = path.read_text().split()
+        stamps[path.name] = (float(t0) * 1e6, float(t1) * 1e6, int(rc))
+    first = min(s[0] for s in stamps.values())
+    out = {group: [(s[1] - s[0]) / 1e3 for n, s in stamps.items() if n[0] == group] for group in "cb"}
+    for g in "cb":
+        out[f"offset_{g}"] = statistics.median((s[0] - first) / 1e3 for n, s in stamps.items() if n[0] == g)
+    out["failed"] = sum(s[2] != 0 for s in stamps.values())
+    out |= phases([(i, *stamps[f"c-{i}"][:2]) for i in range(k)])
+    offset = time.time_ns() // 1000 - time.monotonic_ns() // 1000
+    for prop in ("ExecMainStartTimestamp", "ActiveEnterTimestamp"):  # the holder's start and READY=1
+        out[prop] = (int(show("portreserve.service", prop + "Monotonic")) + offset - first) / 1e3
     return out
 
 
-def cpu_ticks(pid: int) -> int:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime (fields 14, 15 of proc(5))
+def step_releases(count, rounds, protos):
+    """Table 2: back-to-back `portrelease benchI`, then as many bare interpreters."""
+    wait_holding(count * len(protos))
+    out, calls, times = {"held": count, "failed": 0, "free_at_return": 0, "ports": rounds * len(protos)}, [], []
+    for i in (i * 7919 % count for i in range(rounds)):
+        start = time.time_ns() / 1e3
+        elapsed, rc = timed([PORTRELEASE, f"bench{i}"])
+        out["free_at_return"] += sum(bindable(*p) for p in ports_of([i], protos))
+        out["failed"] += rc != 0
+        calls.append((i, start, start + elapsed * 1e3))
+        times.append(elapsed)
+    return out | phases(calls) | {"ms": stats(times), "floor": stats([timed(FLOOR)[0] for _ in range(rounds)])}
 
 
-def timed_release(argv: list[str], ports: list[int]) -> dict[str, Any]:
-    """Run portrelease; check the ports at once when it returns, then poll.
-
-    returned_ms: portrelease's own run time; bindable_ms: from invoking it
-    until the last of `ports` could be bound (None: never, within BIND_TIMEOUT).
-    """
-    pid0 = last_pid()
-    t0 = perf()
-    proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
-    t1 = perf()
-    pid1 = last_pid()
-    busy = [p for p in ports if not bindable(p)]
-    at_return = len(ports) - len(busy)
-    # A failed portrelease is a failure, whatever happens later: no waiting.
-    deadline = t1 + (BIND_TIMEOUT if proc.returncode == 0 else 0)
-    while busy and perf() < deadline:
-        time.sleep(0.0002)
-        busy = [p for p in busy if not bindable(p)]
-    t2 = perf()
-    return {
-        "rc": proc.returncode,
-        "stderr": proc.stderr[-2000:],
-        "returned_ms": (t1 - t0) * 1e3,
-        "bindable_ms": None if busy else (t2 - t0) * 1e3,
-        "bindable_at_return": at_return,
-        "ports": len(ports),
-        "never_bindable": busy[:20],
-        # processes (and threads) the guest started meanwhile, portrelease included
-        "spawned": pid1 - pid0 if pid1 >= pid0 > 0 else None,
-    }
-
-
-def last_pid() -> int:
-    """The last pid handed out in this (the guest's) pid namespace."""
-    try:
-        return int(Path("/proc/sys/kernel/ns_last_pid").read_text())
-    except (OSError, ValueError):
-        return 0
-
-
-def wait_pid_exit(pid: int, timeout: float) -> float | None:
-    """Seconds until `pid` exits (pidfd), None on timeout.  -1 if already gone."""
-    try:
-        pidfd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return -1.0
-    try:
-        t0 = perf()
-        ready, _, _ = select.select([pidfd], [], [], timeout)
-        return perf() - t0 if ready else None
-    finally:
-        os.close(pidfd)
-
-
-def check_failures(samples: list[dict[str, Any]], limit: int = 3) -> None:
-    """Give up after `limit` failed releases in a row: the figures would mean
-    nothing, and every one may cost BIND_TIMEOUT."""
-    recent = samples[-limit:]
-    if len(recent) == limit and all(s["rc"] != 0 or s["bindable_ms"] is None for s in recent):
-        last = recent[-1]
-        raise RuntimeError(
-            f"{limit} releases in a row failed; the last: exit {last['rc']}, "
-            f"never bindable {last['never_bindable']}, stderr: {last['stderr'].strip()[-500:]}"
-        )
-
-
-def release_summary(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    ok = [s for s in samples if s["rc"] == 0 and s["bindable_ms"] is not None]
-    spawned = [int(s["spawned"]) for s in samples if s["spawned"] is not None]
-    return {
-        "rounds": len(samples),
-        "failures": len(samples) - len(ok),
-        "bindable_ms": summary([float(s["bindable_ms"]) for s in ok]),
-        "returned_ms": summary([float(s["returned_ms"]) for s in samples]),
-        "bindable_at_return": sum(int(s["bindable_at_return"]) for s in samples),
-        "ports_released": sum(int(s["ports"]) for s in samples),
-        "errors": [s["stderr"] for s in samples if s["rc"] != 0][:5],
-        "spawned_median": statistics.median(spawned) if spawned else None,
-    }
-
-
-# -- commands ------------------------------------------------------------------
-
-MANAGER_STAMPS = (
-    "FirmwareTimestampMonotonic",
-    "LoaderTimestampMonotonic",
-    "KernelTimestampMonotonic",
-    "InitRDTimestampMonotonic",
-    "UserspaceTimestampMonotonic",
-    "SecurityStartTimestampMonotonic",
-    "GeneratorsStartTimestampMonotonic",
-    "GeneratorsFinishTimestampMonotonic",
-    "UnitsLoadStartTimestampMonotonic",
-    "UnitsLoadFinishTimestampMonotonic",
-    "FinishTimestampMonotonic",
-)
-
-
-def cmd_boot_times(args: argparse.Namespace) -> dict[str, Any]:
-    manager = {k: int(v or 0) for k, v in show(None, *MANAGER_STAMPS).items()}
-    # In a container the firmware/loader/kernel/initrd stamps are 0; the
-    # earliest non-zero one is when this systemd started.
-    origin_key = next(k for k in MANAGER_STAMPS if manager.get(k))
-    origin = manager[origin_key]
-
-    def since(usec: int) -> float | None:
-        return (usec - origin) / 1e3 if usec else None
-
-    units = {}
-    for unit in ("sockets.target", "basic.target", "portreserve.service", "boot-test.target", "boot-driver.service"):
-        stamps = show(unit, "ActiveEnterTimestampMonotonic", "InactiveExitTimestampMonotonic", "ActiveState")
-        units[unit] = {
-            "state": stamps.get("ActiveState"),
-            "active_ms": since(int(stamps.get("ActiveEnterTimestampMonotonic") or 0)),
-            "started_ms": since(int(stamps.get("InactiveExitTimestampMonotonic") or 0)),
-        }
-    sockets = systemctl("list-units", "--all", "--plain", "--no-legend", "portreserve-*.socket").splitlines()
-    return {
-        "origin": origin_key,
-        "generators_ms": (manager["GeneratorsFinishTimestampMonotonic"] - manager["GeneratorsStartTimestampMonotonic"])
-        / 1e3
-        if manager.get("GeneratorsFinishTimestampMonotonic")
-        else None,
-        "units_load_ms": (manager["UnitsLoadFinishTimestampMonotonic"] - manager["UnitsLoadStartTimestampMonotonic"])
-        / 1e3
-        if manager.get("UnitsLoadFinishTimestampMonotonic")
-        else None,
-        "manager": {k: since(v) for k, v in manager.items()},
-        "units": units,
-        "socket_units": len(sockets),
-        "socket_units_active": sum(1 for line in sockets if " active " in f" {line} "),
-    }
-
-
-def cmd_footprint(args: argparse.Namespace) -> dict[str, Any]:
-    state = wait_holding(args.expect) if args.expect else holder_state()
-    pid = int(state["MainPID"])
-    if pid == 0:
-        raise RuntimeError(f"portreserve.service has no main process: {state}")
-    time.sleep(0.2)  # let it settle after READY=1
-    return {"pid": pid, "status": state.get("StatusText"), **memory_of(pid)}
-
-
-def cmd_load(args: argparse.Namespace) -> dict[str, Any]:
-    """`rate` TCP connection attempts a second at the reserved ports, for
-    `seconds`, alternately over 127.0.0.1 and ::1; the holder's CPU meanwhile."""
-    state = wait_holding(args.expect) if args.expect else holder_state()
-    pid = int(state["MainPID"])
-    ports = [args.base + i for i in range(args.count)]
-    tick = os.sysconf("SC_CLK_TCK")
-    outcomes: dict[str, int] = {}
-    connect_ms: list[float] = []
-    total = int(args.rate * args.seconds)
-    cpu0, w0 = cpu_ticks(pid), perf()
-    hard_stop = w0 + args.seconds * 3  # bounded in time as well as in count
-    for k in range(total):
-        target = w0 + k / args.rate
-        now = perf()
-        if now > hard_stop:
-            break
-        if target > now:
-            time.sleep(target - now)
-        host, family = ("127.0.0.1", socket.AF_INET) if k % 2 == 0 else ("::1", socket.AF_INET6)
-        c0 = perf()
-        with socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as sock:
-            sock.settimeout(1.0)
-            try:
-                sock.connect((host, ports[k % len(ports)]))
-                outcome = "data" if sock.recv(1) else "eof"
-            except ConnectionResetError:
-                outcome = "reset"
-            except ConnectionRefusedError:
-                outcome = "refused"
-            except TimeoutError:
-                outcome = "timeout"
-            except OSError as e:
-                outcome = errno.errorcode.get(e.errno or 0, str(e))
-        connect_ms.append((perf() - c0) * 1e3)
-        outcomes[outcome] = outcomes.get(outcome, 0) + 1
-    w1 = perf()
-    time.sleep(0.1)  # the last resets
-    cpu1 = cpu_ticks(pid)
-    cpu_s = (cpu1 - cpu0) / tick
-    attempts = sum(outcomes.values())
-    after = holder_state()
-    return {
-        "pid": pid,
-        "attempts": attempts,
-        "seconds": w1 - w0,
-        "rate": attempts / (w1 - w0),
-        "outcomes": outcomes,
-        "attempt_ms": summary(connect_ms),
-        "holder_cpu_s": cpu_s,
-        "holder_cpu_percent": 100 * cpu_s / (w1 - w0 + 0.1),
-        "holder_cpu_us_per_attempt": 1e6 * cpu_s / attempts if attempts else None,
-        "clock_ticks_per_s": tick,
-        "holder_same_pid_after": after.get("MainPID") == str(pid) and after.get("ActiveState") == "active",
-        "memory_after": memory_of(pid) if after.get("MainPID") == str(pid) else None,
-    }
-
-
-def cmd_release(args: argparse.Namespace) -> dict[str, Any]:
-    """portrelease benchI with `count` reservations held, `rounds` times.
-
-    After each release the name is reserved again (systemctl start
-    portreserve@benchI.target; the holder steps aside and comes back with
-    every socket), so every release happens with exactly `count` held."""
-    samples: list[dict[str, Any]] = []
-    reserve_ms: list[float] = []
-    for i in range(args.rounds):
-        wait_holding(args.count)
-        index = (i * 7919) % args.count  # spread over the names, no pattern in port order
-        name, port = f"bench{index}", args.base + index
-        if bindable(port):
-            raise RuntimeError(f"{port}/tcp of {name} is not held before its release")
-        settle(args.settle)
-        sample = timed_release([PORTRELEASE, name], [port])
-        sample["name"] = name
-        samples.append(sample)
-        check_failures(samples)
-        if sample["rc"] != 0 or sample["bindable_ms"] is None:
-            continue
-        t0 = perf()
-        # Every re-reservation runs portreserve-step-aside.service and restarts
-        # the holder, and these units (and the grouping unit) have systemd's
-        # default start limit (5 starts in 10 s).  Past it the step-aside fails and the new socket is
-        # refused ("service already active"), or the holder fails and takes
-        # every socket unit with it.  Forget the counts before each start (a
-        # product issue, reported with the results).
-        systemctl("reset-failed", HOLDER_UNIT, STEP_ASIDE_UNIT, f"portreserve@{name}.target")
-        systemctl("start", f"portreserve@{name}.target")
-        wait_holding(args.count)
-        if not wait_for(lambda held=port: not bindable(held)):  # type: ignore[misc]
-            raise RuntimeError(f"{port}/tcp never held again after systemctl start portreserve@{name}.target")
-        reserve_ms.append((perf() - t0) * 1e3)
-    final = holder_state()
-    return {
-        "count": args.count,
-        **release_summary(samples),
-        "re_reserve_ms": summary(reserve_ms),
-        "holder_after": final,
-        "samples": samples,
-    }
-
-
-def cmd_release_all(args: argparse.Namespace) -> dict[str, Any]:
-    state = wait_holding(args.count)
-    pid = int(state["MainPID"])
-    ports = [args.base + i for i in range(args.count)]
-    settle(args.settle)
-    pidfd = os.pidfd_open(pid)
-    t0 = perf()
-    sample = timed_release([PORTRELEASE, "*"], ports)
-    # The holder's own exit (pidfd), then systemd's view of it.
-    ready, _, _ = select.select([pidfd], [], [], SETTLE_TIMEOUT)
-    t_exit = perf()
-    os.close(pidfd)
-    inactive = wait_for(lambda: holder_state().get("ActiveState") in ("inactive", "failed"), interval=0.001)
-    t_inactive = perf()
-    final = holder_state()
-    return {
-        "count": args.count,
-        **sample,
-        "holder_exited_ms": (t_exit - t0) * 1e3 if ready else None,
-        "unit_inactive_ms": (t_inactive - t0) * 1e3 if inactive else None,
-        "holder_after": final,
-        "failed_units": systemctl("--failed", "--plain", "--no-legend").strip(),
-    }
-
-
-class Standalone:
-    """`portreserve hold --config-dir D --socket S`: daemonizes once the ports are held."""
-
-    def __init__(self, base: int, count: int) -> None:
-        self.root = Path("/run/portreserve-bench")
-        self.conf = self.root / "conf"
-        self.socket = self.root / "ctl" / "socket"
-        self.pidfile = self.socket.parent / "holder.pid"
-        self.conf.mkdir(parents=True, exist_ok=True)
-        self.ports = [base + i for i in range(count)]
-        for i, port in enumerate(self.ports):
-            (self.conf / f"sa{i}").write_text(f"{port}/tcp\n")
-        self.pid = 0
-
-    def start(self) -> float:
-        t0 = perf()
-        argv = [PORTRESERVE, "hold", "--config-dir", str(self.conf), "--socket", str(self.socket)]
-        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
-        elapsed = perf() - t0
-        if proc.returncode != 0:
-            raise RuntimeError(f"portreserve hold exited {proc.returncode}: {proc.stderr}")
-        if not wait_for(self.pidfile.exists):
-            raise RuntimeError(f"no {self.pidfile} from the standalone holder")
-        self.pid = int(self.pidfile.read_text())
-        return elapsed * 1e3
-
-    def stop(self) -> None:
-        if self.pid and wait_pid_exit(self.pid, 0) is None:
-            os.kill(self.pid, signal.SIGTERM)
-            if wait_pid_exit(self.pid, 10) is None:
-                os.kill(self.pid, signal.SIGKILL)
-                wait_pid_exit(self.pid, 5)
-        self.pid = 0
-
-
-def cmd_standalone(args: argparse.Namespace) -> dict[str, Any]:
-    """The same without systemd: a fresh holder with `count` ports for every
-    round (restarting it is outside the timing), release one name."""
-    holder = Standalone(args.base, args.count)
-    samples: list[dict[str, Any]] = []
-    start_ms: list[float] = []
-    memory: dict[str, float | int] = {}
-    try:
-        for i in range(args.rounds):
-            start_ms.append(holder.start())
-            if i == 0:
-                time.sleep(0.2)
-                memory = memory_of(holder.pid)
-            index = (i * 7919) % args.count
-            port = holder.ports[index]
-            if bindable(port):
-                raise RuntimeError(f"{port}/tcp is not held by the standalone holder")
-            settle(args.settle)
-            sample = timed_release([PORTRELEASE, "--socket", str(holder.socket), f"sa{index}"], [port])
-            samples.append(sample)
-            check_failures(samples)
-            holder.stop()
-        # release-all, standalone
-        start_ms.append(holder.start())
-        pid = holder.pid
-        settle(args.settle)
-        all_sample = timed_release([PORTRELEASE, "--socket", str(holder.socket), "*"], holder.ports)
-        exited = wait_pid_exit(pid, SETTLE_TIMEOUT)
-        all_sample["holder_exited_ms"] = None if exited is None else all_sample["returned_ms"] + max(exited, 0) * 1e3
-    finally:
-        holder.stop()
-    return {
-        "count": args.count,
-        **release_summary(samples),
-        "holder_start_ms": summary(start_ms),
-        "memory": memory,
-        "release_all": all_sample,
-        "samples": samples,
-    }
-
-
-def services_names() -> list[str]:
-    names: list[str] = []
-    for line in Path("/etc/services").read_text().splitlines():
-        fields = line.split("#", 1)[0].split()
-        # TCP and UDP entries only (/etc/services also lists AppleTalk's ddp).
-        if len(fields) >= 2 and fields[1].endswith(("/tcp", "/udp")) and fields[0] not in names:
-            names.append(fields[0])
-    return names
-
-
-def cmd_generator(args: argparse.Namespace) -> dict[str, Any]:
-    """The installed generator, run as systemd runs it (its own #! line), on
-    `lines` config lines, one file each: every other one a service name from
-    /etc/services (all its protocols), the others bare numbers (tcp and udp)."""
-    names = services_names()
-    conf = Path(f"/run/portreserve-bench/gen-{args.lines}")
-    conf.mkdir(parents=True, exist_ok=True)
-    for i in range(args.lines):
-        entry = names[(i // 2) % len(names)] if i % 2 == 0 else str(40000 + i)
-        (conf / f"svc{i}").write_text(f"{entry}\n")
-    times: list[float] = []
-    produced = sockets = 0
-    for run in range(args.runs):
-        out = Path(f"/run/portreserve-bench/gen-out-{args.lines}-{run}")
-        out.mkdir(parents=True)
-        t0 = perf()
-        proc = subprocess.run(
-            [GENERATOR, "--config-dir", str(conf), str(out)],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            check=False,
-            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "SYSTEMD_SCOPE": "system"},
-        )
-        times.append((perf() - t0) * 1e3)
-        if proc.returncode != 0 or proc.stderr:
-            raise RuntimeError(f"generator exited {proc.returncode}: {proc.stderr[-2000:]}")
-        produced = sum(1 for p in out.iterdir() if p.is_file())
-        sockets = sum(1 for p in out.iterdir() if p.name.endswith(".socket"))
-        subprocess.run(["rm", "-rf", str(out)], check=True)
-    return {
-        "lines": args.lines,
-        "files": args.lines,
-        "units": produced,
-        "socket_units": sockets,
-        "ms": summary(times),
-        "best_ms": min(times),
-        "runs": times,
-    }
-
-
-def cmd_python_floor(args: argparse.Namespace) -> dict[str, Any]:
-    """What any Python command costs before it does anything."""
-    out: dict[str, Any] = {}
-    for key, argv in (
-        ("python_I_pass", ["/usr/bin/python3", "-I", "-c", "pass"]),
-        ("python_IS_pass", ["/usr/bin/python3", "-I", "-S", "-c", "pass"]),
-        # as the installed portrelease does it: -IS, the package directory added by hand
-        (
-            "import_release",
-            [
-                "/usr/bin/python3",
-                "-I",
-                "-S",
-                "-c",
-                "import sys; sys.path.append('/usr/lib/python3/dist-packages'); import portreserve.release",
-            ],
-        ),
-        ("import_generator", ["/usr/bin/python3", "-I", "-c", "import portreserve.generator"]),
-        ("systemctl_show", ["systemctl", "show", "-P", "ActiveState", HOLDER_UNIT]),
-    ):
-        times = []
-        for _ in range(args.runs):
-            t0 = perf()
-            subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, check=True)
-            times.append((perf() - t0) * 1e3)
-        out[key] = summary(times)
+def step_stops(count, rounds, protos, released):
+    """Table 4: `systemctl stop` of socket and grouping units (of names step_releases left) until bindable."""
+    manager = Manager()
+    left = sorted(set(range(count)) - {i * 7919 % count for i in range(released)})
+    out = {"held": len(left) * len(protos)}
+    for kind in ("socket", "group"):
+        free, returned = [], []
+        for _ in range(rounds):
+            i = left.pop()
+            ports = ports_of([i], protos)[: 1 if kind == "socket" else None]
+            unit = f"portreserve-{BASE + i}-{protos[0]}.socket" if kind == "socket" else f"portreserve@bench{i}.target"
+            manager.wait_idle(now())
+            t0 = now()
+            proc = subprocess.Popen(["systemctl", "stop", unit])
+            free.append(wait_free(ports, t0, timeout=10))
+            returned.append((proc.wait(), ms(t0)))
+        out[kind] = {"free": stats([x for x in free if x is not None]), "returned": stats([x[1] for x in returned])}
+        out[kind]["failed"] = free.count(None) + sum(rc != 0 for rc, _ in returned)
+    out["floor"] = stats([timed(["systemctl", "stop", "bench-idle.service"])[0] for _ in range(rounds)])
     return out
 
 
-COMMANDS = {
-    "boot-times": cmd_boot_times,
-    "footprint": cmd_footprint,
-    "load": cmd_load,
-    "release": cmd_release,
-    "release-all": cmd_release_all,
-    "standalone": cmd_standalone,
-    "generator": cmd_generator,
-    "python-floor": cmd_python_floor,
-}
+def step_release_all(count, protos, argv):
+    """Table 3: `portrelease '*'` or `systemctl stop portreserve.target`; CPU used meanwhile."""
+    ports = [p for p in ports_of(range(count), protos) if not bindable(*p)]
+    manager = Manager()
+    pids = {"pid1": 1, "journald": int(show("systemd-journald.service", "MainPID"))}
+    pids["holder"] = int(show("portreserve.service", "MainPID"))
+    cpu = {who: cpu_ms(pid) for who, pid in pids.items()}
+    t0 = now()
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+    free = wait_free(ports, t0)
+    holder = cpu_ms(pids["holder"])  # it exits soon after
+    err = proc.communicate()[1]
+    out = {"ports": len(ports), "rc": proc.returncode, "free": free, "returned": ms(t0), "idle": manager.wait_idle(t0)}
+    out["stderr"] = err[:200] + f" ({err.count(chr(10))} lines)" * bool(err)
+    after = {"pid1": cpu_ms(1), "journald": cpu_ms(pids["journald"]), "holder": holder}
+    return out | {"wall": ms(t0), "cpu": {who: None if after[who] is None else after[who] - cpu[who] for who in cpu}}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=sorted(COMMANDS))
-    parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--base", type=int, default=20000)
-    parser.add_argument("--count", type=int, default=0)
-    parser.add_argument("--expect", type=int, default=0, help="wait until the holder holds this many ports")
-    parser.add_argument("--rounds", type=int, default=40)
-    parser.add_argument("--rate", type=float, default=1000)
-    parser.add_argument("--seconds", type=float, default=5)
-    parser.add_argument("--settle", type=float, default=0.25, help="quiet seconds before each timed release")
-    parser.add_argument("--lines", type=int, default=1000)
-    parser.add_argument("--runs", type=int, default=10)
-    args = parser.parse_args()
-    t0 = perf()
-    try:
-        result = COMMANDS[args.command](args)
-        status = 0
-    except Exception:
-        result = {"error": traceback.format_exc()}
-        status = 1
-    result["elapsed_s"] = perf() - t0
-    args.out.write_text(json.dumps(result, indent=1, default=str) + "\n")
-    print(f"{args.command}: {'ok' if status == 0 else 'FAILED'} in {result['elapsed_s']:.1f}s -> {args.out}")
-    if status:
-        print(result["error"], file=sys.stderr)
-    return status
+def step_footprint(sockets):
+    """Table 6: the holder's memory; a standalone holder of as many sockets, an idle interpreter."""
+    pid = wait_holding(sockets)
+    idle = subprocess.Popen([PY, "-I", "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    time.sleep(0.5)
+    out = {"holder": memory(pid), "floor": memory(idle.pid), "sockets": sockets, "smaps": {}}
+    idle.communicate(b"")
+    alone, ctl = standalone(sockets // 2, ["tcp", "udp"])  # the same sockets, no manager connection
+    time.sleep(0.5)
+    out["standalone"] = memory(alone.pid)
+    subprocess.run([PORTRELEASE, "--socket", ctl, "*"])
+    name = "[anonymous]"
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        if "-" in line.split(" ", 1)[0]:  # a mapping's first line: address range, ..., path
+            name = (line.split(maxsplit=5)[5:] or ["[anonymous]"])[0].strip()
+        elif line.startswith("Rss:"):
+            out["smaps"][name] = out["smaps"].get(name, 0) + int(line.split()[1])
+    return out
+
+
+def standalone(count, protos):
+    """A standalone holder (`portreserve -d`) of saI = 30000+I, once it holds them all."""
+    conf, ctl = Path(f"/run/bench-sa-{len(protos)}"), f"/run/bench-sa-{len(protos)}.socket"
+    conf.mkdir()
+    for i in range(count):
+        (conf / f"sa{i}").write_text("".join(f"{30000 + i}/{p}\n" for p in protos))
+    with open(f"/results/standalone-{len(protos)}.log", "wb") as log:
+        argv = ["/usr/sbin/portreserve", "-d", "--config-dir", str(conf), "--socket", ctl]
+        holder = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    client.bind("")
+    client.settimeout(1)
+    for _ in range(500):  # until it answers that it holds every port
+        try:
+            client.sendto(b".status", ctl)
+            if client.recv(1 << 20).count(b" held") == count * len(protos):
+                return holder, ctl
+        except OSError:
+            time.sleep(0.01)
+    raise RuntimeError(f"the standalone holder never held {count * len(protos)} ports")
+
+
+def step_standalone(count, rounds):
+    """Table 5: `portrelease --socket PATH saI` interleaved with bare interpreters."""
+    holder, ctl = standalone(count, ["tcp"])
+    times, free = {"release": [], "floor": [], "imports": []}, 0
+    code = "import os, sys; sys.path.append('/usr/lib/python3/dist-packages'); import portreserve.release; os._exit(0)"
+    for i in range(rounds):
+        runs = [
+            ("release", [PORTRELEASE, "--socket", ctl, f"sa{i}"]),
+            ("floor", FLOOR),
+            ("imports", [PY, "-ISc", code]),
+        ]
+        for kind, argv in runs if i % 2 else runs[::-1]:
+            elapsed, rc = timed(argv)
+            if rc:
+                raise RuntimeError(f"{argv} exited {rc}")
+            times[kind].append(elapsed)
+        free += bindable(30000 + i, "tcp")
+    all_ms, rc = timed([PORTRELEASE, "--socket", ctl, "*"])
+    holder.wait(10)
+    out = {"count": count, "free_at_return": free, "all": all_ms, "all_rc": rc}
+    return out | {k: stats(v) for k, v in times.items()}
+
+
+HOLDER_IMPORTS = "import portreserve.cli, portreserve.holder, systemd.daemon"
+
+
+def step_imports(runs):
+    """Table 7: jeepney's share of the holder's imports (-X importtime); RSS after them, without and with it."""
+    rows = {"total": [], "manager": [], "jeepney": []}
+    for _ in range(runs):
+        code = HOLDER_IMPORTS + ", portreserve.manager"
+        err = subprocess.run([PY, "-I", "-X", "importtime", "-c", code], capture_output=True, text=True).stderr
+        found = dict.fromkeys(rows, 0)
+        parents = []  # (depth, name) of the enclosing imports
+        # A module's line follows those of the imports it caused: read backwards.
+        for line in reversed(err.splitlines()[1:]):
+            _self, cumulative, name = line.removeprefix("import time:").split("|")
+            depth = (len(name) - len(name.lstrip()) - 1) // 2
+            name = name.strip()
+            del parents[depth:]
+            found["total"] += int(cumulative) if depth == 0 and name.startswith(("portreserve", "systemd")) else 0
+            found["manager"] += int(cumulative) if name == "portreserve.manager" else 0
+            outer = [n for _, n in parents if n.startswith("jeepney")]
+            found["jeepney"] += int(cumulative) if name.startswith("jeepney") and not outer else 0
+            parents.append((depth, name))
+        for key in rows:
+            rows[key].append(found[key] / 1e3)
+    out = {key: statistics.median(v) for key, v in rows.items()}
+    probe = "; print(open('/proc/self/status').read().split('VmRSS:')[1].split()[0])"
+    for key, imports in (("bare", "pass"), ("holder", HOLDER_IMPORTS), ("manager", code)):
+        rss = [subprocess.run([PY, "-I", "-c", imports + probe], capture_output=True).stdout for _ in range(5)]
+        out[f"rss_{key}"] = statistics.median(map(int, rss))
+    return out
+
+
+def main():
+    for step, kwargs in json.loads(sys.argv[1]):
+        t0 = now()
+        try:
+            result = globals()[f"step_{step}"](**kwargs)
+        except Exception:
+            result = {"error": traceback.format_exc()}
+        Path(f"/results/{step}.json").write_text(json.dumps(result, indent=1) + "\n")
+        print(f"{step}: {'FAILED' if 'error' in result else 'ok'} in {ms(t0) / 1e3:.1f}s", flush=True)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

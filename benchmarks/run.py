@@ -1,619 +1,304 @@
 #!/usr/bin/env python3
-"""portreserve benchmarks: `make bench` (full) or `make bench BENCH_ARGS=--small` (CI).
-
-Boots the real systemd 252 as PID 1 in throwaway roots (tests/boot.py) with
-portreserve installed by `make install DESTDIR=... PREFIX=/usr`, once per
-configuration, and takes every measurement inside the guest with
-benchmarks/guest.py (standard library, run by the guest's /usr/bin/python3):
-
-  baseline   no reservations: boot time, Python start-up floor, the generator
-             on 10/100/1000 config lines
-  nN         N reservations bench0..benchN-1 (one TCP port each, 20000+i):
-             boot time, holder RSS, release latency under systemd and
-             standalone, release-all; at the largest N also the holder's CPU
-             while TCP connections hit the reserved ports
-  both       the largest N as bare numbers (TCP and UDP, 2N sockets): boot
-             time and holder RSS
-
-Prints one markdown report and writes it to benchmarks/latest.md (--small:
-benchmarks/latest-small.md), with the raw numbers next to it as JSON.  Goals
-that are not met are reported, not failures: the exit status is 1 only when a
-boot or a measurement broke (a portrelease failed, a port never became free).
-"""
+"""portreserve benchmarks in real systemd boots: `make bench` (full) or `make bench BENCH_ARGS=--small` (CI).
+Writes benchmarks/latest.md (--small: latest-small.md); exits 1 only when a measurement broke (README.md)."""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import json
 import os
 import platform
+import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from statistics import median
+from typing import Any, NamedTuple
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
-
 from boot import BootError, boot  # type: ignore[import-not-found]  # noqa: E402  (tests/ is not a package)
 
-GUEST_SCRIPT = "/usr/local/lib/portreserve-bench/guest.py"
-SYSTEMD_BASE = 20000  # bench{i} -> 20000+i/tcp, held by systemd's socket units
-STANDALONE_BASE = 30000  # sa{i} -> 30000+i/tcp, held by a standalone holder in the guest
+GUEST = "/usr/local/lib/portreserve-bench/guest.py"
+STAMP = "/usr/local/bin/stamp.sh"
+Results = dict[str, dict[str, Any]]  # boot -> step -> figures
 
 
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    sizes: tuple[int, ...]
-    rounds: int
-    generator_lines: tuple[int, ...]
-    generator_runs: int
-    load_rate: int
-    load_seconds: float
-    floor_runs: int
+class Settings(NamedTuple):
+    k: int  # consumers (and as many bare-interpreter units) in a boot burst
+    bursts: int  # boots with a burst
+    n: int  # names held
+    rounds: int  # back-to-back releases, standalone releases
+    stops: int  # systemctl stop of each unit kind
+    runs: int  # import-time runs
 
 
-FULL = Settings(
-    sizes=(10, 100, 1000),
-    rounds=40,
-    generator_lines=(10, 100, 1000),
-    generator_runs=15,
-    load_rate=1000,
-    load_seconds=5,
-    floor_runs=20,
-)
-SMALL = Settings(
-    sizes=(10, 20),
-    rounds=10,
-    generator_lines=(10, 20),
-    generator_runs=5,
-    load_rate=200,
-    load_seconds=1,
-    floor_runs=5,
-)
+FULL = Settings(k=30, bursts=3, n=1000, rounds=60, stops=15, runs=15)
+SMALL = Settings(k=10, bursts=1, n=100, rounds=15, stops=5, runs=5)
 
 
-@dataclasses.dataclass(frozen=True)
-class Goal:
-    text: str
-    limit: float
+def reservations(n: int, line: str = "{}/tcp") -> dict[str, Any]:
+    files: dict[str, Any] = {GUEST: ((REPO / "benchmarks/guest.py").read_text(), 0o755)}
+    # As on a Debian machine: journald does not copy every line to the console, and site.py runs no .pth file
+    # of this build machine's (it imports certifi into every `python3 -I`, the holder's and the floor's).
+    files["/etc/systemd/journald.conf.d/zz-bench.conf"] = "[Journal]\nForwardToConsole=no\n"
+    files |= {str(pth): "" for d in ("lib", "local/lib") for pth in Path("/usr", d).glob("python3*/*/_sandboxing*.pth")}
+    files |= {f"/etc/portreserve/bench{i}": line.format(20000 + i) + "\n" for i in range(n)}
+    return files
 
 
-GOALS = {
-    "release_systemd": Goal("median <= 20 ms", 20.0),
-    "release_standalone": Goal("median <= 10 ms", 10.0),
-    "release_all": Goal("<= 1 s (all bindable, holder exited)", 1000.0),
-    "generator": Goal("<= 40 ms", 40.0),
-    "rss": Goal("<= 15 MB", 15.0),
-}
-
-# The original C portreserve with 1000 reservations, as measured for issue 4.
-REFERENCE = [
-    ("portrelease NAME returns", "~1.1 ms", "but a bind right after it failed in 1-13 % of tries"),
-    ("portrelease '*'", "14-23 ms", ""),
-    ("holder RSS", "~1.9 MB", ""),
-]
+def burst(k: int) -> tuple[dict[str, Any], list[str]]:
+    """K consumers (ExecStartPre=portrelease benchI, TCP and UDP) and K bare
+    interpreters, in the boot transaction (the driver Wants= them)."""
+    files = reservations(k, "{}") | {STAMP: ((REPO / "benchmarks/stamp.sh").read_text(), 0o755)}
+    units = []
+    for i in range(k):
+        pair = [("c", f"/usr/sbin/portrelease bench{i}"), ("b", "/usr/bin/python3 -IS -c pass")]
+        for order, (group, command) in enumerate(pair if i % 2 else pair[::-1]):
+            units.append(f"burst-{i:03d}{order}{group}.service")  # PID 1 starts them in name order
+            service = f"Type=oneshot\nExecStartPre={STAMP} {group} {i} {command}\nExecStart=/bin/true\n"
+            files[f"/etc/systemd/system/{units[-1]}"] = "[Service]\n" + service
+    return files, units
 
 
-# -- what runs in the guest --------------------------------------------------------
-
-
-@dataclasses.dataclass
-class Plan:
-    key: str
-    title: str
-    files: dict[str, str | tuple[str, int]]
-    steps: list[tuple[str, list[str]]]  # (result name, guest.py arguments)
-    timeout: float
-
-
-def guest_steps_driver(steps: list[tuple[str, list[str]]]) -> str:
-    lines = [
-        "#!/bin/bash",
-        "# Generated by benchmarks/run.py: every step writes /results/<step>.json.",
-        "set -u",
-        "export PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        "cd /",
-    ]
-    for name, argv in steps:
-        args = " ".join(argv)
-        lines.append(f"/usr/bin/python3 {GUEST_SCRIPT} {args} --out /results/{name}.json")
-    lines.append("exit 0")
-    return "\n".join(lines) + "\n"
-
-
-def guest_files() -> dict[str, str | tuple[str, int]]:
-    return {GUEST_SCRIPT: ((REPO / "benchmarks" / "guest.py").read_text(), 0o755)}
-
-
-def plans(settings: Settings) -> list[Plan]:
-    rounds = str(settings.rounds)
-    largest = max(settings.sizes)
-    out = [
-        Plan(
-            key="baseline",
-            title="no reservations",
-            files=guest_files(),
-            steps=[
-                ("boot-times", ["boot-times"]),
-                ("python-floor", ["python-floor", "--runs", str(settings.floor_runs)]),
-                *[
-                    (f"generator-{lines}", ["generator", "--lines", str(lines), "--runs", str(settings.generator_runs)])
-                    for lines in settings.generator_lines
-                ],
-            ],
-            timeout=300,
-        )
-    ]
-    for n in settings.sizes:
-        files = guest_files()
-        for i in range(n):
-            files[f"/etc/portreserve/bench{i}"] = f"{SYSTEMD_BASE + i}/tcp\n"
-        count = ["--count", str(n)]
-        steps: list[tuple[str, list[str]]] = [
-            ("boot-times", ["boot-times"]),
-            ("footprint", ["footprint", "--expect", str(n)]),
-        ]
-        if n == largest:
-            steps.append(
-                (
-                    "load",
-                    [
-                        "load",
-                        "--base",
-                        str(SYSTEMD_BASE),
-                        *count,
-                        "--expect",
-                        str(n),
-                        "--rate",
-                        str(settings.load_rate),
-                        "--seconds",
-                        str(settings.load_seconds),
-                    ],
-                )  # fmt: skip
-            )
-        steps += [
-            ("release", ["release", "--base", str(SYSTEMD_BASE), *count, "--rounds", rounds]),
-            ("standalone", ["standalone", "--base", str(STANDALONE_BASE), *count, "--rounds", rounds]),
-            ("release-all", ["release-all", "--base", str(SYSTEMD_BASE), *count]),
-        ]
-        out.append(Plan(key=f"n{n}", title=f"{n} reservations", files=files, steps=steps, timeout=900))
-    files = guest_files()
-    for i in range(largest):
-        files[f"/etc/portreserve/bench{i}"] = f"{SYSTEMD_BASE + i}\n"  # bare number: tcp and udp
-    out.append(
-        Plan(
-            key="both",
-            title=f"{largest} reservations, TCP and UDP",
-            files=files,
-            steps=[("boot-times", ["boot-times"]), ("footprint", ["footprint", "--expect", str(2 * largest)])],
-            timeout=300,
-        )
-    )
+def plans(s: Settings) -> list[tuple[str, dict[str, Any], list[str], list[Any]]]:
+    """(boot, files, units the driver waits for, [[step, arguments], ...])."""
+    tcp = {"count": s.n, "protos": ["tcp"]}
+    everything = ["/usr/sbin/portrelease", "*"]
+    out = [(f"burst{j}", *burst(s.k), [["burst", {"k": s.k}]]) for j in range(1, s.bursts + 1)]
+    out[0][3].extend([["standalone", {"count": 100, "rounds": s.rounds}], ["imports", {"runs": s.runs}]])
+    idle = {"/etc/systemd/system/bench-idle.service": "[Service]\nExecStart=/bin/true\n"}
+    steps = [["releases", tcp | {"rounds": s.rounds}], ["stops", tcp | {"rounds": s.stops, "released": s.rounds}]]
+    out.append(("n", reservations(s.n) | idle, [], [*steps, ["release_all", tcp | {"argv": everything}]]))
+    stop_target = ["systemctl", "stop", "portreserve.target"]
+    out.append(("target", reservations(s.n), [], [["release_all", tcp | {"argv": stop_target}]]))
+    both = {"count": s.n, "protos": ["tcp", "udp"], "argv": everything}
+    out.append(("both", reservations(s.n, "{}"), [], [["footprint", {"sockets": 2 * s.n}], ["release_all", both]]))
     return out
 
 
-# -- running ------------------------------------------------------------------------
-
-
-def log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-def make_install(destdir: Path) -> None:
-    subprocess.run(
-        ["make", "-s", "install", f"DESTDIR={destdir}", "PREFIX=/usr"],
-        cwd=REPO,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-
-
-def run_plan(plan: Plan, destdir: Path, scratch: Path, keep: bool) -> dict[str, Any]:
-    log(f"boot {plan.key} ({plan.title}): {', '.join(name for name, _ in plan.steps)}")
-    start = time.monotonic()
-    results: dict[str, Any] = {}
-    tmp = scratch / plan.key
-    tmp.mkdir()
+def run_boot(key: str, files: dict[str, Any], after: list[str], steps: list[Any], destdir: Path, tmp: Path) -> Any:
+    print(f"[bench] boot {key}: {', '.join(step for step, _ in steps)}", file=sys.stderr, flush=True)
+    driver = f"#!/bin/bash\nexec /usr/bin/python3 {GUEST} {shlex.quote(json.dumps(steps))}\n"
     try:
-        booted = boot(
-            tmp,
-            files=plan.files,
-            install=destdir,
-            driver=guest_steps_driver(plan.steps),
-            timeout=plan.timeout,
-        )
+        booted = boot(tmp / key, files=files, install=destdir, driver=driver, driver_after=after, timeout=900)
     except BootError as e:
-        log(f"boot {plan.key} FAILED: {str(e)[:4000]}")
-        return {"error": f"boot failed: {str(e)[:20000]}"}
-    for name, _argv in plan.steps:
-        path = booted.results_dir / f"{name}.json"
+        return {step: {"error": f"boot failed: {str(e)[:3000]}"} for step, _ in steps}
+    results = {}
+    for step, _ in steps:
         try:
-            results[name] = json.loads(path.read_text())
+            results[step] = json.loads((booted.results_dir / f"{step}.json").read_text())
         except (OSError, ValueError) as e:
-            results[name] = {"error": f"no result ({e}); driver log:\n{booted.driver_log[-4000:]}"}
-        if "error" in results[name]:
-            log(f"{plan.key}/{name} FAILED:\n{results[name]['error']}")
-    results["_boot"] = {"boot_seconds": booted.boot_seconds, "total_seconds": booted.total_seconds}
-    if not keep:
-        shutil.rmtree(tmp, ignore_errors=True)
-    log(f"boot {plan.key} done in {time.monotonic() - start:.1f}s")
+            results[step] = {"error": f"no result ({e}): {booted.driver_log[-2000:]}"}
     return results
 
 
-# -- the machine ------------------------------------------------------------------------
+# -- the report: one function per table, each adding its goals to `goals` (README: how) ------
 
 
-def machine() -> dict[str, str]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        systemd = subprocess.run(
-            ["/lib/systemd/systemd", "--version"], capture_output=True, text=True, check=False
-        ).stdout.splitlines()[0]
-    except (OSError, IndexError):
-        systemd = "unknown"
-    guest_python = subprocess.run(
-        ["/usr/bin/python3", "-c", "import platform; print(platform.python_version())"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
-    try:
-        mem_kib = int(Path("/proc/meminfo").read_text().split()[1])
-        memory = f"{mem_kib / 1024 / 1024:.1f} GiB"
-    except (OSError, ValueError, IndexError):
-        memory = "unknown"
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True,
-                           text=True).stdout  # fmt: skip
-    return {
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpu": cpu,
-        "cores": f"{os.cpu_count()} ({len(os.sched_getaffinity(0))} usable)",
-        "memory": memory,
-        "kernel": f"{platform.system()} {platform.release()}",
-        "os": _os_release(),
-        "systemd": systemd,
-        "python": f"{guest_python} (/usr/bin/python3, runs portreserve in the guest); "
-        f"harness {platform.python_version()}",
-        "commit": (commit.strip() or "unknown") + (" + uncommitted changes" if dirty.strip() else ""),
-    }
+def cells(*values: object) -> str:
+    text = ("—" if v is None else f"{v:.1f}" if isinstance(v, float) else str(v) for v in values)
+    return "| " + " | ".join(text) + " |"
 
 
-def _os_release() -> str:
-    try:
-        for line in Path("/etc/os-release").read_text().splitlines():
-            if line.startswith("PRETTY_NAME="):
-                return line.split("=", 1)[1].strip('"')
-    except OSError:
-        pass
-    return "unknown"
+def section(title: str, text: str, header: list[str], rows: list[list[object]]) -> list[str]:
+    return [f"## {title}", "", text, "", cells(*header), "|" + "---|" * len(header), *(cells(*r) for r in rows)]
 
 
-# -- the report --------------------------------------------------------------------------
+def goal(goals: list[str], what: str, limit: str, shown: str, value: float | None, bound: float | None) -> None:
+    verdict = "" if bound is None else "no figure" if value is None else "met" if value <= bound else "**NOT met**"
+    goals.append(cells(what, limit, shown, verdict))
 
 
-def ms(value: float | None, digits: int = 1) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
+def p90(values: list[float]) -> float:
+    return sorted(values)[max(0, -(-9 * len(values) // 10) - 1)]
 
 
-def verdict(value: float | None, goal: Goal) -> str:
-    if value is None:
-        return f"{goal.text}: no figure"
-    return f"{goal.text}: **{'met' if value <= goal.limit else 'NOT met'}**"
+def phases(x: dict[str, float]) -> str:
+    return (f"until the holder logged the request {x['ask']:.1f} ms, until PID 1 had stopped the name's socket "
+            f"{x['stop']:.1f} ms, until portrelease returned {x['answer']:.1f} ms")  # fmt: skip
 
 
-def ok(result: dict[str, Any] | None) -> bool:
-    return bool(result) and "error" not in result  # type: ignore[operator]
+def table_burst(r: Results, s: Settings, goals: list[str]) -> list[str]:
+    runs = [steps["burst"] for key, steps in r.items() if key.startswith("burst")]
+    c: list[float] = sum((x["c"] for x in runs), [])
+    b: list[float] = sum((x["b"] for x in runs), [])
+    rows: list[list[object]] = [[f"boot {j}", median(x["c"]), p90(x["c"]), median(x["b"]), p90(x["b"]),
+                                 f"{median(x['c']) / median(x['b']):.2f}", f"{x['offset_c']:.0f} / {x['offset_b']:.0f}",
+                                 x["failed"]] for j, x in enumerate(runs, 1)]  # fmt: skip
+    rows.append(["all", median(c), p90(c), median(b), p90(b), f"{median(c) / median(b):.2f}", "", ""])
+    q = median(c) / median(b)
+    what = f"1. boot burst of {s.k}: portrelease ÷ bare interpreter, medians"
+    goal(goals, what, "≤ 1.5×", f"{q:.2f}× ({median(c):.0f} ÷ {median(b):.0f} ms)", q, 1.5)
+    m = {key: median([x[key] for x in runs]) for key in runs[0] if not isinstance(runs[0][key], list)}
+    text = (f"Where a consumer's time goes (medians): {phases(m)}. The holder started "
+            f"{m['ExecMainStartTimestamp']:.0f} ms and was ready {m['ActiveEnterTimestamp']:.0f} ms after the "
+            "burst's first unit (negative: before).")  # fmt: skip
+    header = ["", "portrelease median ms", "p90", "bare median ms", "p90", "ratio", "start ms (c / b)", "failed"]
+    return section(f"1. Boot burst: {s.k} consumers beside {s.k} bare interpreters", text, header, rows)
 
 
-def table(header: list[str], rows: list[list[str]]) -> list[str]:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(row) + " |" for row in rows]
-    return out
+def table_releases(r: Results, s: Settings, goals: list[str]) -> list[str]:
+    x, m, fl = r["n"]["releases"], r["n"]["releases"]["ms"], r["n"]["releases"]["floor"]
+    shown = f"{m['median']:.1f} ms ({m['median'] / fl['median']:.2f}× the interpreter)"
+    goal(goals, f"2. back-to-back `portrelease NAME`, {x['held']} held: median", "≤ 20 ms", shown, m["median"], 20)
+    busy, free = x["ports"] - x["free_at_return"], f"{x['free_at_return']}/{x['ports']}"
+    goal(goals, "2. … bindable when it returned", "all", free, busy, 0)
+    rows = [["`portrelease NAME`", m["median"], m["p95"], m["max"], x["failed"], free]]
+    rows.append(["`python3 -IS -c pass`", fl["median"], fl["p95"], fl["max"], "", ""])
+    text = f"{m['n']} releases, {x['held']} names held at the start. Medians: {phases(x)}."
+    return section("2. Back-to-back releases", text, ["", "median ms", "p95", "max", "failed", "bindable"], rows)
 
 
-def report(settings: Settings, small: bool, info: dict[str, str], results: Any,
-           elapsed: float) -> tuple[str, list[str]]:  # fmt: skip
-    """(markdown, problems)."""
-    problems: list[str] = []
-    largest = max(settings.sizes)
-    lines = [f"# portreserve benchmarks{' (--small)' if small else ''}", ""]
-    lines += [f"- **{key}**: {value}" for key, value in info.items()]
-    lines += [
-        f"- **run**: `make bench{' BENCH_ARGS=--small' if small else ''}`, {elapsed:.0f} s; every figure measured "
-        "inside a real systemd 252 booted as PID 1 (tests/boot.py), by benchmarks/guest.py",
-        "",
-    ]
-    if small:
-        lines += [f"Small run: goals are judged at N = {largest}, not at 1000.", ""]
-
-    for key, plan_results in results.items():
-        if "error" in plan_results:
-            problems.append(f"boot {key}: {plan_results['error'][:300]}")
-        for step, value in plan_results.items():
-            if isinstance(value, dict) and "error" in value and step != "error":
-                problems.append(f"{key}/{step}: {value['error'].strip().splitlines()[-1][:300]}")
-
-    # 1. release latency
-    lines += [
-        "## 1. Release latency: `portrelease NAME` until a fresh process can bind the port",
-        "",
-        f"{settings.rounds} releases per row, each with N reservations held (under systemd the name is "
-        "reserved again with `systemctl start portreserve@NAME.target` after each release; standalone "
-        "the holder is restarted, outside the timing; then no portreserve job queued and 0.25 s of quiet before "
-        "each timed release). *Bindable*: `bind()` of `[::]` dual-stack "
-        "(IPV6_V6ONLY=0: IPv4 and IPv6) with SO_REUSEADDR, by the measuring process, at once when "
-        "portrelease returns and then polled.",
-        "",
-    ]
+def table_release_all(r: Results, s: Settings, goals: list[str]) -> list[str]:
     rows = []
-    for mode, step, goal_key in (("systemd", "release", "release_systemd"),
-                                 ("standalone", "standalone", "release_standalone")):  # fmt: skip
-        for n in settings.sizes:
-            r = results.get(f"n{n}", {}).get(step)
-            if not ok(r):
-                rows.append([mode, str(n), "failed", "", "", "", "", "", "", ""])
-                continue
-            b, ret = r["bindable_ms"], r["returned_ms"]
-            all_free = r["bindable_at_return"] == r["ports_released"]
-            if r["failures"]:
-                problems.append(f"{mode} N={n}: {r['failures']} of {r['rounds']} releases failed: {r['errors'][:1]}")
-            goal = ""
-            if n == largest:
-                goal = verdict(b["median"], GOALS[goal_key])
-                goal += "; all bindable on return: **" + ("met" if all_free else "NOT met") + "**"
-            spawned = r.get("spawned_median")
-            rows.append(
-                [mode, str(n), f"{r['rounds'] - r['failures']}/{r['rounds']}", ms(b["median"]), ms(b["p95"]),
-                 ms(b["max"]), ms(ret["median"]), f"{r['bindable_at_return']}/{r['ports_released']}",
-                 "—" if spawned is None else f"{spawned:g}", goal]
-            )  # fmt: skip
-    lines += table(
-        ["mode", "N held", "ok", "median ms", "p95 ms", "max ms", "portrelease returned, median ms",
-         "bindable at return", "processes started (median)", "goal (at the largest N)"],
-        rows,
-    )  # fmt: skip
-    rows = []
-    for n in settings.sizes:
-        r = results.get(f"n{n}", {})
-        rel, sa = r.get("release"), r.get("standalone")
-        rows.append(
-            [str(n),
-             ms(rel["re_reserve_ms"]["median"]) if ok(rel) else "—",
-             ms(sa["holder_start_ms"]["median"]) if ok(sa) else "—"]
-        )  # fmt: skip
-    lines += ["", "Between the measurements (not part of any figure above):", ""]
-    lines += table(
-        ["N", "re-reserve under systemd (systemctl start portreserve@NAME until held again), median ms",
-         "standalone `portreserve hold` until daemonized, median ms"],
-        rows,
-    )  # fmt: skip
-
-    # 2. release-all
-    lines += ["", "## 2. Release all: `portrelease '*'`", ""]
-    rows = []
-    for n in settings.sizes:
-        r = results.get(f"n{n}", {})
-        ra, sa = r.get("release-all"), r.get("standalone")
-        if ok(ra):
-            done = None
-            if ra["bindable_ms"] is not None and ra["unit_inactive_ms"] is not None:
-                done = max(ra["bindable_ms"], ra["unit_inactive_ms"])
-            if ra["rc"] != 0 or ra["bindable_ms"] is None:
-                problems.append(f"release-all N={n}: rc {ra['rc']}, never bindable {ra['never_bindable']}")
-            goal = verdict(done, GOALS["release_all"]) if n == largest else ""
-            rows.append(
-                ["systemd", str(n), ms(ra["returned_ms"]), ms(ra["bindable_ms"]), ms(ra["holder_exited_ms"]),
-                 ms(ra["unit_inactive_ms"]), ms(done), f"{ra['bindable_at_return']}/{ra['ports']}",
-                 str(ra.get("spawned", "—")), goal]
-            )  # fmt: skip
+    for key, what in (("n", f"`portrelease '*'`, {s.n} names"), ("target", "`systemctl stop portreserve.target`"),
+                      ("both", f"`portrelease '*'`, {s.n} names × TCP and UDP")):  # fmt: skip
+        x = r[key]["release_all"]
+        done = None if None in (x["free"], x["idle"]) else max(x["free"], x["idle"])
+        rows.append([what, x["ports"], x["returned"], x["free"], x["idle"], x["rc"], *x["cpu"].values()])
+        if key == "n":
+            goal(goals, f"3. release-all of {s.n}: bindable and no job", "≤ 1000 ms", f"{done:.0f} ms", done, 1000)
+        elif key == "target":
+            what = f"4. `systemctl stop portreserve.target`, {s.n} held: all bindable"
+            goal(goals, what, "≤ 100 ms", f"{x['free']:.0f} ms", x["free"], 100)
         else:
-            rows.append(["systemd", str(n), "failed", "", "", "", "", "", "", ""])
-        if ok(sa):
-            a = sa["release_all"]
-            done = None
-            if a["bindable_ms"] is not None and a.get("holder_exited_ms") is not None:
-                done = max(a["bindable_ms"], a["holder_exited_ms"])
-            if a["rc"] != 0 or a["bindable_ms"] is None:
-                problems.append(f"standalone release-all N={n}: rc {a['rc']}, never bindable {a['never_bindable']}")
-            rows.append(
-                ["standalone", str(n), ms(a["returned_ms"]), ms(a["bindable_ms"]), ms(a.get("holder_exited_ms")),
-                 "n/a", ms(done), f"{a['bindable_at_return']}/{a['ports']}", str(a.get("spawned", "—")), ""]
-            )  # fmt: skip
-    lines += table(
-        ["mode", "N", "returned ms", "all bindable ms", "holder process exited ms",
-         "portreserve.service inactive ms", "done ms", "bindable at return", "processes started",
-         "goal (at the largest N)"],
-        rows,
-    )  # fmt: skip
+            what = f"6. `portrelease '*'`, {x['ports']} sockets: bindable and no job"
+            goal(goals, what, "—", f"{done:.0f} ms", 0, None)
+    header = ["", "ports", "returned ms", "all bindable ms", "no job ms", "exit", "CPU ms: PID 1", "journald", "holder"]
+    errors = [f"{k}: `{r[k]['release_all']['stderr'].strip()}`" for k in ("n", "target", "both")
+              if r[k]["release_all"]["rc"]]  # fmt: skip
+    text = "Each in its own boot, every name held." + (" Errors: " + "; ".join(errors) if errors else "")
+    return section("3. Release everything", text, header, rows)
 
-    # 3. generator and boot
-    base = results.get("baseline", {})
-    lines += [
-        "",
-        "## 3. Generator and boot",
-        "",
-        "The installed `/usr/lib/systemd/system-generators/portreserve-generator OUTDIR` (its own "
-        "`#!/usr/bin/python3 -I`), run in the guest on L config lines, one file each: every other line "
-        "a service name from /etc/services (all its protocols), the others bare numbers (TCP and UDP). "
-        "A fresh output directory per run.",
-        "",
+
+def table_stops(r: Results, s: Settings, goals: list[str]) -> list[str]:
+    x, rows = r["n"]["stops"], []
+    floor = x["floor"]["median"]
+    for kind, what in (("socket", "`portreserve-PORT-tcp.socket`"), ("group", "`portreserve@NAME.target`")):
+        y = x[kind]
+        free = y["free"].get("median")
+        goal(goals, f"4. `systemctl stop` {what}, {x['held']} held: bindable", "≤ 100 ms", f"{free:.0f} ms", free, 100)
+        rows.append([what, free, y["free"].get("p95"), y["returned"]["median"], f"{free / floor:.2f}", y["failed"]])
+    text = f"{s.stops} of each, {x['held']} names held. Floor: `systemctl stop` of an inactive unit, {floor:.1f} ms."
+    header = ["stopped", "bindable median ms", "p95", "returned median ms", "÷ floor", "failed"]
+    return section("4. `systemctl stop` of one unit", text, header, rows)
+
+
+def table_standalone(r: Results, s: Settings, goals: list[str]) -> list[str]:
+    x = r["burst1"]["standalone"]
+    rel, fl = x["release"], x["floor"]
+    q = rel["median"] / fl["median"]
+    what = "5. standalone `portrelease --socket PATH NAME` ÷ `python3 -IS -c pass`"
+    goal(goals, what, "≤ 1.25×", f"{q:.2f}×", q, 1.25)
+    rows: list[list[object]] = [[what, y["median"], y["p90"], y["max"]] for what, y in (
+        ("`portrelease --socket PATH NAME`", rel), ("`python3 -IS -c pass`", fl),
+        ("its imports alone (`-IS`, then `os._exit`, as the command)", x["imports"]))]  # fmt: skip
+    rows.insert(2, ["ratio", f"{q:.2f}", "", ""])
+    text = (f"{rel['n']} of each, {x['count']} names held; bindable at return {x['free_at_return']}/{rel['n']}. "
+            f"`portrelease '*'` of the rest: {x['all']:.1f} ms, exit {x['all_rc']}.")  # fmt: skip
+    return section("5. Standalone release (no systemd)", text, ["", "median ms", "p90", "max"], rows)
+
+
+def table_footprint(r: Results, s: Settings, goals: list[str]) -> list[str]:
+    x = r["both"]["footprint"]
+    rss = x["holder"]["rss"] / 1024
+    goal(goals, f"6. holder RSS at {x['sockets']} sockets, jeepney included", "≤ 15 MB", f"{rss:.1f} MB", rss, 15)
+    who = {"holder": "the holder (portreserve.service)", "standalone": "standalone holder, same sockets",
+           "floor": "idle `python3 -I`"}  # fmt: skip
+    rows: list[list[object]] = [[who[k], *(x[k][f] / 1024 for f in ("rss", "hwm", "pss", "anon")), x[k]["fds"]]
+                                for k in who]  # fmt: skip
+    top = sorted(x["smaps"].items(), key=lambda kv: -kv[1])[:8]
+    text = "The holder's resident memory by mapping (KiB): " + ", ".join(f"{k} {v}" for k, v in top) + "."
+    return section("6. Holder memory", text, ["", "RSS MB", "peak MB", "PSS MB", "anonymous MB", "fds"], rows)
+
+
+def table_imports(r: Results, s: Settings, goals: list[str]) -> list[str]:
+    x = r["burst1"]["imports"]
+    share = 100 * x["jeepney"] / x["total"]
+    goal(goals, "7. jeepney's share of the holder's import time", "—", f"{share:.0f} %", 0, None)
+    rss = "{:.1f} / {:.1f} / {:.1f} MB".format(*(x[f"rss_{k}"] / 1024 for k in ("bare", "holder", "manager")))
+    rows: list[list[object]] = [
+        ["the holder's imports (cumulative, `-X importtime`)", f"{x['total']:.1f} ms"],
+        ["… portreserve.manager, jeepney in it", f"{x['manager']:.1f} ms, {x['jeepney']:.1f} ms ({share:.0f} %)"],
+        ["RSS: `pass` / + cli, holder / + manager, jeepney", rss],
+        ["jeepney's RSS (with manager.py)", f"{(x['rss_manager'] - x['rss_holder']) / 1024:.1f} MB"],
     ]
-    rows = []
-    for lines_n in settings.generator_lines:
-        g = base.get(f"generator-{lines_n}")
-        if not ok(g):
-            rows.append([str(lines_n), "failed", "", "", "", ""])
-            continue
-        goal = verdict(g["ms"]["median"], GOALS["generator"]) if lines_n == max(settings.generator_lines) else ""
-        rows.append([str(lines_n), str(g["units"]), str(g["ms"]["n"]), ms(g["best_ms"]), ms(g["ms"]["median"]), goal])
-    lines += table(["config lines", "units written", "runs", "best ms", "median ms", "goal (at the largest)"], rows)
-    floor = base.get("python-floor")
-    if ok(floor):
-        lines += ["", "What every command pays before it does anything (in the guest, no reservations):", ""]
-        rows = [
-            [label, str(floor[key]["n"]), ms(floor[key]["min"]), ms(floor[key]["median"])]
-            for label, key in (
-                ("`python3 -I -c pass` (the interpreter alone)", "python_I_pass"),
-                ("`python3 -I -S -c pass` (the same without site)", "python_IS_pass"),
-                (
-                    "`python3 -I -S -c 'import portreserve.release'` (portrelease's imports, as its shim runs)",
-                    "import_release",
-                ),
-                ("`python3 -I -c 'import portreserve.generator'` (the generator's imports)", "import_generator"),
-                ("`systemctl show -P ActiveState portreserve.service` (one systemctl call)", "systemctl_show"),
-            )
-            if key in floor
-        ]
-        lines += table(["command", "runs", "best ms", "median ms"], rows)
+    return section("7. The holder's imports", f"`python3 -I`, medians of {s.runs} runs.", ["", ""], rows)
 
-    lines += [
-        "",
-        "Boot: milliseconds from the manager's start (the earliest non-zero manager timestamp, "
-        "`UserspaceTimestampMonotonic` in a container) to `ActiveEnterTimestampMonotonic` of the unit; "
-        "generators: all of them, which systemd runs in parallel.",
-        "",
-    ]
-    rows = []
-    boots = [("baseline", "0", "0")]
-    boots += [(f"n{n}", str(n), str(n)) for n in settings.sizes]
-    boots += [("both", f"{largest} (bare numbers)", str(2 * largest))]
-    for key, n_text, sockets in boots:
-        bt = results.get(key, {}).get("boot-times")
-        if not ok(bt):
-            rows.append([n_text, sockets, "failed", "", "", "", ""])
-            continue
-        u = bt["units"]
-        rows.append(
-            [n_text, f"{bt['socket_units_active']}/{sockets}", ms(bt["generators_ms"]), ms(bt["units_load_ms"]),
-             ms(u["sockets.target"]["active_ms"]), ms(u["portreserve.service"]["active_ms"]),
-             ms(u["basic.target"]["active_ms"])]
-        )  # fmt: skip
-    lines += table(
-        ["reservations", "socket units active", "generators ms", "loading units ms", "sockets.target ms",
-         "portreserve.service ready ms", "basic.target ms"],
-        rows,
-    )  # fmt: skip
 
-    # 4. footprint
-    lines += [
-        "",
-        "## 4. Holder footprint",
-        "",
-        "`VmRSS` of portreserve.service's MainPID right after boot (PSS: its fair share of shared pages).",
-        "",
-    ]
-    rows = []
-    entries: list[tuple[str, str, int]] = [(f"n{n}", f"{n} TCP", n) for n in settings.sizes]
-    entries += [("both", f"{largest} TCP + {largest} UDP", 2 * largest)]
-    for key, label, n_sockets in entries:
-        fp = results.get(key, {}).get("footprint")
-        if not ok(fp):
-            rows.append([label, str(n_sockets), "failed", "", "", "", ""])
-            continue
-        rss = fp["rss_kib"] / 1024
-        goal = verdict(rss, GOALS["rss"]) if key == f"n{largest}" else ""
-        rows.append(
-            ["systemd: " + label, str(n_sockets), f"{rss:.1f}", f"{fp.get('pss_kib', 0) / 1024:.1f}",
-             f"{fp['rss_anon_kib'] / 1024:.1f}", str(fp["fds"]), goal]
-        )  # fmt: skip
-        sa = results.get(key, {}).get("standalone")
-        if ok(sa) and sa.get("memory"):
-            m = sa["memory"]
-            rows.append(
-                ["standalone: " + label, str(n_sockets), f"{m['rss_kib'] / 1024:.1f}",
-                 f"{m.get('pss_kib', 0) / 1024:.1f}", f"{m['rss_anon_kib'] / 1024:.1f}", str(m["fds"]), ""]
-            )  # fmt: skip
-    lines += table(["holder", "sockets", "RSS MB", "PSS MB", "anonymous MB", "fds", "goal (at the largest N)"], rows)
+TABLES = (table_burst, table_releases, table_release_all, table_stops, table_standalone, table_footprint, table_imports)
 
-    load = results.get(f"n{largest}", {}).get("load")
-    lines += ["", f"CPU while TCP connections hit the {largest} reserved ports (127.0.0.1 and ::1 alternately; "
-              "each is accepted and reset by the holder):", ""]  # fmt: skip
-    if ok(load):
-        outcomes = ", ".join(f"{k} {v}" for k, v in sorted(load["outcomes"].items()))
-        rows = [
-            [f"{load['attempts']} in {load['seconds']:.1f} s ({load['rate']:.0f}/s)", outcomes,
-             ms(load["attempt_ms"]["median"], 2), ms(load["attempt_ms"]["p95"], 2),
-             f"{load['holder_cpu_s'] * 1e3:.0f}", f"{load['holder_cpu_percent']:.1f}",
-             ms(load["holder_cpu_us_per_attempt"], 0),
-             f"{load['memory_after']['rss_kib'] / 1024:.1f}" if load.get("memory_after") else "—"]
-        ]  # fmt: skip
-        if not load["holder_same_pid_after"]:
-            problems.append("the holder did not survive the connection load")
-        lines += table(
-            ["attempts", "outcomes", "attempt median ms", "attempt p95 ms", "holder CPU ms (utime+stime)",
-             "holder CPU %", "µs CPU per attempt", "RSS after, MB"],
-            rows,
-        )  # fmt: skip
-    else:
-        lines += ["(failed)"]
 
-    lines += ["", "## Reference: the original C portreserve, 1000 reservations", ""]
-    lines += table(["what", "figure", "note"], [list(r) for r in REFERENCE])
+def report(r: Results, s: Settings, small: bool, seconds: float, load: float) -> tuple[str, list[str]]:
+    goals: list[str] = []
+    body: list[str] = []
+    for table in TABLES:
+        try:
+            body += ["", *table(r, s, goals)]
+        except (KeyError, TypeError, ValueError, ZeroDivisionError, statistics.StatisticsError) as e:
+            body += ["", f"## {table.__name__}: no figures ({e!r})"]
+    problems = [f"{key}/{step}: {x['error'].strip().splitlines()[-1][:300]}"
+                for key, steps in r.items() for step, x in steps.items() if "error" in x]  # fmt: skip
+    commit, changed = (subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True).stdout.strip()
+                       for a in (["rev-parse", "--short", "HEAD"], ["status", "--porcelain"]))  # fmt: skip
+    cpu = [x.split(":")[1].strip() for x in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in x]
+    systemd = subprocess.run(["/lib/systemd/systemd", "--version"], capture_output=True, text=True).stdout
+    how, when = " BENCH_ARGS=--small" if small else "", datetime.datetime.now(datetime.UTC)
+    head = f"""# portreserve benchmarks{" (--small)" if small else ""}
+
+- **date**: {when:%Y-%m-%d %H:%M} UTC; `make bench{how}`, {seconds:.0f} s
+- **machine**: {cpu[0] if cpu else "?"}, {len(os.sched_getaffinity(0))} cores, {platform.system()} \
+{platform.release()}; load average {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end (other jobs ran on it)
+- **systemd**: {systemd.splitlines()[0]}, booted as PID 1 by tests/boot.py; python {platform.python_version()}
+- **commit**: {commit}{" + changes" if changed else ""}
+
+## Goals (issue 8)
+
+| what | goal | measured | verdict |
+|---|---|---|---|
+""".splitlines()
+    head += goals
     if problems:
-        lines += ["", "## Problems", ""] + [f"- {p}" for p in problems]
-    return "\n".join(lines) + "\n", problems
-
-
-# -- main ----------------------------------------------------------------------------------
+        body += ["", "## Problems", "", *(f"- {p}" for p in problems)]
+    return "\n".join(head + body) + "\n", problems
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--small", action="store_true", help="small N and few repetitions (CI)")
-    parser.add_argument("--output", type=Path, help="markdown report (default benchmarks/latest.md, "
-                        "--small: benchmarks/latest-small.md); the raw JSON goes next to it")  # fmt: skip
-    parser.add_argument("--only", action="append", help="run only this boot (baseline, nN, both); repeatable")
-    parser.add_argument("--rounds", type=int, help="releases per configuration (default 40, --small 10)")
-    parser.add_argument("--keep", action="store_true", help="keep the boots' scratch directories (logs)")
+    parser.add_argument("--small", action="store_true", help="N=100, one burst of 10 (CI)")
+    parser.add_argument("--output", type=Path, help="the report (default: latest.md, --small: latest-small.md)")
+    parser.add_argument("--only", help="only these boots (comma-separated: burst1, n, target, both)")
+    parser.add_argument("--keep", action="store_true", help="keep the boots' directories (journals, logs)")
     args = parser.parse_args()
     if os.geteuid() != 0:
-        print("benchmarks/run.py: needs root (it boots systemd in namespaces)", file=sys.stderr)
-        return 1
-    settings = SMALL if args.small else FULL
-    if args.rounds:
-        settings = dataclasses.replace(settings, rounds=args.rounds)
-    output = args.output or REPO / "benchmarks" / ("latest-small.md" if args.small else "latest.md")
-    started = time.monotonic()
-    info = machine()
-    results: dict[str, dict[str, Any]] = {}
-    scratch = Path(tempfile.mkdtemp(prefix="portreserve-bench-"))
+        sys.exit("benchmarks/run.py: needs root (it boots systemd in namespaces)")
+    s = SMALL if args.small else FULL
+    started, load, tmp = time.monotonic(), os.getloadavg()[0], Path(tempfile.mkdtemp(prefix="portreserve-bench-"))
+    results = {}
     try:
-        destdir = scratch / "destdir"
-        make_install(destdir)
-        for plan in plans(settings):
-            if args.only and plan.key not in args.only:
+        install = ["make", "-s", "install", f"DESTDIR={tmp / 'destdir'}", "PREFIX=/usr"]
+        subprocess.run(install, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+        for key, files, after, steps in plans(s):
+            if args.only and key not in args.only.split(","):
                 continue
-            results[plan.key] = run_plan(plan, destdir, scratch, args.keep)
+            results[key] = run_boot(key, files, after, steps, tmp / "destdir", tmp)
     finally:
         if args.keep:
-            log(f"kept {scratch}")
+            print(f"[bench] kept {tmp}", file=sys.stderr)
         else:
-            shutil.rmtree(scratch, ignore_errors=True)
-    text, problems = report(settings, args.small, info, results, time.monotonic() - started)
+            shutil.rmtree(tmp, ignore_errors=True)
+    text, problems = report(results, s, args.small, time.monotonic() - started, load)
     print(text)
+    output = args.output or REPO / "benchmarks" / ("latest-small.md" if args.small else "latest.md")
     output.write_text(text)
-    output.with_suffix(".json").write_text(
-        json.dumps({"machine": info, "settings": dataclasses.asdict(settings), "results": results}, indent=1) + "\n"
-    )
-    log(f"wrote {output} and {output.with_suffix('.json')}")
-    if problems:
-        log(f"{len(problems)} problem(s): a boot or a measurement broke (see the report)")
-        return 1
-    return 0
+    print(f"[bench] wrote {output}" + (f"; {len(problems)} measurement(s) broke" if problems else ""), file=sys.stderr)
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":
