@@ -166,7 +166,9 @@ class Holder:
         entry = Held(port, sock, port[1] == "tcp" and is_listening(sock))
         self.held[port] = entry
         if port[1] == "udp" or entry.listening:
-            self.selector.register(sock, selectors.EVENT_READ, lambda: self._on_traffic(entry))
+            # The entry itself as the key's data (a closure per socket would
+            # cost memory for nothing): step() tells it from the callbacks.
+            self.selector.register(sock, selectors.EVENT_READ, entry)
 
     def adopt(self, fds: dict[int, str]) -> None:
         """Take the fds systemd passed.  Reserved sockets are recognised by
@@ -289,7 +291,7 @@ class Holder:
             if port is not None and state not in ("active", "activating") and port in self.held:
                 # Whatever stopped it, systemd is closing its copy: close ours.
                 self.drop(port)
-                log.info(f"{unit} stopped, dropped {net.port_text(port)}")
+                log.debug(f"{unit} stopped, dropped {net.port_text(port)}")
         elif member == "JobRemoved":
             _id, job, unit, result = (str(x) for x in body)
             if self.stop_jobs.get(unit) == job:
@@ -531,7 +533,10 @@ class Holder:
         if self.manager is not None and self.manager.sock is not None:
             self.selector.modify(self.manager.fileno(), self._manager_events(), self._on_manager_io)
         for key, _mask in self.selector.select(self.timeout()):
-            key.data()
+            if isinstance(key.data, Held):
+                self._on_traffic(key.data)
+            else:
+                key.data()
         now = time.monotonic()
         if self.reconnect_at is not None and now >= self.reconnect_at:
             if self.manager is not None and self.manager.sock is not None:

@@ -189,6 +189,11 @@ class Connection:
             self._handle(raw)
 
     def _handle(self, raw: bytes) -> None:
+        if raw[1] == 4:  # a signal: most are about units that are none of ours
+            if b"portreserve" not in raw and b"Reloading" not in raw:
+                return
+            if b"PropertiesChanged" in raw and b"systemd1.Unit\0" not in raw:
+                return  # another interface's properties (Socket, Service ...)
         header, _ = Header.from_buffer(raw)
         kind = header.message_type
         fields = header.fields

@@ -59,32 +59,34 @@ def bindable(port: tuple[int, str], ipv6: bool) -> bool:
     return True
 
 
-def socket_inodes(port: tuple[int, str]) -> set[str]:
-    """Inodes of the sockets bound to this local port (any address)."""
-    number, proto = port
-    inodes: set[str] = set()
-    for table in (f"/proc/net/{proto}", f"/proc/net/{proto}6"):
-        try:
-            with open(table) as f:
-                lines = f.read().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if len(fields) > 9 and int(fields[1].rsplit(":", 1)[1], 16) == number:
-                # TCP: only listeners and bound sockets hold the port for binding.
-                if proto == "tcp" and fields[3] not in ("0A", "07"):
+def socket_inodes(ports: list[tuple[int, str]]) -> dict[str, tuple[int, str]]:
+    """Inodes of the sockets bound to these local ports (any address): {inode: port}."""
+    wanted = {(number, proto) for number, proto in ports}
+    found: dict[str, tuple[int, str]] = {}
+    for proto in sorted({p for _n, p in wanted}):
+        for table in (f"/proc/net/{proto}", f"/proc/net/{proto}6"):
+            try:
+                with open(table) as f:
+                    lines = f.read().splitlines()[1:]
+            except OSError:
+                continue
+            for line in lines:
+                fields = line.split()
+                if len(fields) <= 9:
                     continue
-                inodes.add(fields[9])
-    return inodes
+                port = (int(fields[1].rsplit(":", 1)[1], 16), proto)
+                # TCP: only listeners and bound sockets hold the port for binding.
+                if port in wanted and not (proto == "tcp" and fields[3] not in ("0A", "07")) and fields[9] != "0":
+                    found[fields[9]] = port
+    return found
 
 
-def who_holds(port: tuple[int, str]) -> list[tuple[int, str]]:
-    """(pid, command) of processes with a socket bound to the port, as far as
-    /proc lets us see."""
-    targets = {f"socket:[{i}]" for i in socket_inodes(port) if i != "0"}
-    found: list[tuple[int, str]] = []
-    if not targets:
+def who_holds_many(ports: list[tuple[int, str]]) -> dict[tuple[int, str], list[tuple[int, str]]]:
+    """For each port, (pid, command) of the processes with a socket bound to
+    it, as far as /proc lets us see: one pass over /proc for all of them."""
+    inodes = {f"socket:[{inode}]": port for inode, port in socket_inodes(ports).items()}
+    found: dict[tuple[int, str], list[tuple[int, str]]] = {port: [] for port in ports}
+    if not inodes:
         return found
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -93,22 +95,38 @@ def who_holds(port: tuple[int, str]) -> list[tuple[int, str]]:
             fds = os.listdir(f"/proc/{entry.name}/fd")
         except OSError:
             continue
+        seen: set[tuple[int, str]] = set()
         for fd in fds:
             try:
-                if os.readlink(f"/proc/{entry.name}/fd/{fd}") in targets:
-                    with open(f"/proc/{entry.name}/comm") as f:
-                        found.append((int(entry.name), f.read().strip()))
-                    break
+                port = inodes.get(os.readlink(f"/proc/{entry.name}/fd/{fd}"))
             except OSError:
                 continue
+            if port is not None and port not in seen:
+                seen.add(port)
+                try:
+                    with open(f"/proc/{entry.name}/comm") as f:
+                        found[port].append((int(entry.name), f.read().strip()))
+                except OSError:
+                    pass
     return found
 
 
-def describe_holders(port: tuple[int, str]) -> str:
-    holders = who_holds(port)
+def who_holds(port: tuple[int, str]) -> list[tuple[int, str]]:
+    return who_holds_many([port])[port]
+
+
+def describe(holders: list[tuple[int, str]]) -> str:
     if not holders:
         return "held by an unknown process"
     return "held by " + ", ".join(f"{comm} (pid {pid})" for pid, comm in holders)
+
+
+def describe_holders(port: tuple[int, str]) -> str:
+    return describe(who_holds_many([port])[port])
+
+
+def describe_many(ports: list[tuple[int, str]]) -> dict[tuple[int, str], str]:
+    return {port: describe(holders) for port, holders in who_holds_many(ports).items()}
 
 
 def port_text(port: tuple[int, str]) -> str:

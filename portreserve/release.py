@@ -192,22 +192,29 @@ class Release:
             if not busy:
                 self.say(f"{name}: released {self.ports_text(ports)} (the holder did not answer)")
                 return
+            holders = net.describe_many(busy)  # one pass over /proc for all of them
             self.fail(
                 f"the holder on {self.control} did not answer within {self.opts.timeout:g} s, and "
-                + "; ".join(f"{net.port_text(p)} is still {net.describe_holders(p)}" for p in busy)
+                + "; ".join(f"{net.port_text(p)} is still {holders[p]}" for p in busy)
             )
             return
         if not reply.ok:
             self.fail(f"the holder refused '{name}': {reply.error}")
             return
+        told = [
+            p
+            for p, o in reply.ports.items()
+            if o in (protocol.BUSY, protocol.TAKEN) or (o == protocol.IN_USE and self.opts.verbose)
+        ]
+        holders = net.describe_many(told) if told else {}
         for port, outcome in sorted(reply.ports.items()):
             where = f"{net.port_text(port)} ({name})"
             if outcome == protocol.BUSY:
-                self.fail(f"{where} is still in use after {self.opts.timeout:g} s: {net.describe_holders(port)}")
+                self.fail(f"{where} is still in use after {self.opts.timeout:g} s: {holders[port]}")
             elif outcome == protocol.TAKEN:
-                self.warn(f"{where} was never reserved: another process had it first, {net.describe_holders(port)}")
+                self.warn(f"{where} was never reserved: another process had it first, {holders[port]}")
             elif outcome == protocol.IN_USE:
-                self.say(f"{where} was released before and is in use now, {net.describe_holders(port)}")
+                self.say(f"{where} was released before and is in use now, {holders.get(port, '')}")
         freed = [p for p, o in reply.ports.items() if o == protocol.FREE]
         if freed or reply.more:
             more = f" and {reply.more} more" if reply.more else ""
@@ -295,18 +302,18 @@ class Release:
                 self.fail(f"systemctl stop failed (exit status {status})")
         stopped = {names.port_of_socket_unit(u) for u in active}
         busy = self.wait([p for p in ports if p in stopped])
+        taken = [
+            p
+            for p in ports
+            if p not in stopped
+            and shown.get(names.socket_unit(*p), {}).get("ActiveState") == "failed"
+            and not net.bindable(p, self.ipv6)
+        ]
+        holders = net.describe_many(busy + taken) if busy or taken else {}
         for port in busy:
-            self.fail(
-                f"{net.port_text(port)} is still in use after {self.opts.timeout:g} s: {net.describe_holders(port)}"
-            )
-        for port in ports:
-            if port in stopped or net.bindable(port, self.ipv6):
-                continue
-            if shown.get(names.socket_unit(*port), {}).get("ActiveState") == "failed":
-                self.warn(
-                    f"{net.port_text(port)} was never reserved: another process had it first, "
-                    f"{net.describe_holders(port)}"
-                )
+            self.fail(f"{net.port_text(port)} is still in use after {self.opts.timeout:g} s: {holders[port]}")
+        for port in taken:
+            self.warn(f"{net.port_text(port)} was never reserved: another process had it first, {holders[port]}")
         return self.status
 
     def wait(self, ports: list[Port]) -> list[Port]:

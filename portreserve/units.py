@@ -84,7 +84,9 @@ def render_socket_unit(port: Port, owners: Sequence[Reservation], scope: Scope) 
         "StartLimitIntervalSec=0\n"
         "Conflicts=shutdown.target\n"
         f"Before=shutdown.target {' '.join(scope.before)}\n"
-        f"After={STEP_ASIDE_UNIT}\n"
+        # After portreserve.target: stopping it (portrelease '*') ends only
+        # once every socket is closed, one job to wait for instead of thousands.
+        f"After={STEP_ASIDE_UNIT} {ALL_UNIT}\n"
         f"PartOf={part_of}\n"
         "\n[Socket]\n"
         f"{listen}={port.number}\n"
@@ -114,7 +116,7 @@ def render_group_unit(reservation: Reservation, scope: Scope) -> str:
         # spawn 1000 ExecStop= processes for nothing; the sockets close anyway.
         "Before=sockets.target",
     ]
-    lines += [f"Wants={wants}", f"PartOf={ALL_UNIT}"]
+    lines += [f"Wants={wants}", f"After={ALL_UNIT}", f"PartOf={ALL_UNIT}"]
     if sockets:
         # Before= the sockets: stop jobs run in reverse order, so a stop of this
         # unit completes only once systemd has closed its sockets; the holder,
