@@ -17,7 +17,7 @@ VENV ?= .venv
 DEB_PACKAGES = systemd python3 python3-venv python3-systemd python3-xdg python3-jeepney \
 	python3-hypothesis shellcheck util-linux
 
-.PHONY: all install uninstall deps test lint demo bench venv clean
+.PHONY: all install uninstall deps test lint shellcheck demo bench venv clean
 
 all:
 	@echo "Nothing to build.  Try: make install DESTDIR=... PREFIX=/usr, make test, make demo"
@@ -78,7 +78,11 @@ $(VENV)/.done: setup.cfg pyproject.toml | deps
 
 venv: $(VENV)/.done
 
-lint: venv
+# Every shell file of the tree: the boot drivers, the harness, CI.
+shellcheck:
+	shellcheck -x -P tests/guest tests/guest/*.sh tests/harness/*.sh .ci/run
+
+lint: venv shellcheck
 	$(VENV)/bin/ruff check portreserve tests
 	$(VENV)/bin/ruff format --check portreserve tests
 	$(VENV)/bin/mypy
