@@ -75,6 +75,10 @@ DRIVER_UNIT = "boot-driver.service"
 HARNESS_DIR = "/usr/lib/boot-harness"  # where driver + wrapper live in the guest
 CGROUP_PREFIX = "portreserve-boot-"
 POLL_SECONDS = 0.05
+# How long teardown waits for a killed guest to be gone before it reports a
+# leftover: a ceiling against hanging, not a speed test (it is done in well
+# under a second unless the machine is very busy).
+TEARDOWN_SECONDS = 60.0
 TAIL_LINES = 80
 
 # Units that make no sense in a container test root, or that hang there while
@@ -521,7 +525,7 @@ class _Guest:
                 _kill_cgroup(self.cgroup)
             if self.proc is not None:
                 try:
-                    self.proc.wait(timeout=10)
+                    self.proc.wait(timeout=TEARDOWN_SECONDS)
                 except subprocess.TimeoutExpired:
                     problems.append("unshare did not exit after its namespace was killed")
             # Only now: cgroup.kill also kills unshare, which would orphan a
@@ -529,8 +533,8 @@ class _Guest:
             if self.cgroup.exists() and _cgroup_populated(self.cgroup):
                 _kill_cgroup(self.cgroup)
             if self.proc is not None and self.proc.poll() is None:
-                self.proc.wait(timeout=5)
-            if self.cgroup.exists() and not _remove_cgroup(self.cgroup, wait=5.0):
+                self.proc.wait(timeout=TEARDOWN_SECONDS)
+            if self.cgroup.exists() and not _remove_cgroup(self.cgroup, wait=TEARDOWN_SECONDS):
                 problems.append(f"could not remove cgroup {self.cgroup}")
         finally:
             if self.logs is not None:

@@ -294,6 +294,30 @@ def test_every_scenario_records_checks_with_plain_names(driver: Driver) -> None:
         assert len(set(checks)) == len(checks), f"{scenario} records a check name twice"
 
 
+def test_a_scenario_fails_on_a_failed_or_missing_check_or_when_cut_short(tmp_path: Path) -> None:
+    driver_path = tmp_path / "driver.sh"
+    driver_path.write_text("scenario_s1_x() {\n    check a true\n    check b false\n}\nSCENARIOS=(\n    s1_x\n)\n")
+    driver = Driver(driver_path)
+    results = tmp_path / "results"
+    (results / "checks").mkdir(parents=True)
+    (results / "scenarios").mkdir()
+    result = BootResult(results, "", "", "", "", 0, 0.0, 0.0)
+
+    def failure() -> str:
+        with pytest.raises(AssertionError) as excinfo:
+            assert_scenario(result, driver, "s1_x")
+        return str(excinfo.value)
+
+    (results / "checks" / "s1_x.a").write_text("ok\n")
+    assert "check b never ran" in failure()
+    (results / "checks" / "s1_x.b").write_text("FAIL (exit 1)\n")
+    assert "b: FAIL (exit 1)" in failure()
+    (results / "checks" / "s1_x.b").write_text("ok\n")
+    assert "did not run to its end" in failure()
+    (results / "scenarios" / "s1_x").write_text("returned 0\n")
+    assert_scenario(result, driver, "s1_x")
+
+
 def test_scenarios_are_numbered_in_the_order_they_run() -> None:
     numbers = [Driver.number(s) for d in BOOTS for s in d.run_list]
     assert numbers == list(range(1, len(numbers) + 1))
