@@ -36,7 +36,7 @@ DEB_PACKAGES = systemd python3 python3-venv python3-systemd python3-xdg python3-
 BUILD_PACKAGES = dpkg-dev debhelper dh-python rpm
 APT_GET = DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300
 
-.PHONY: all install uninstall deps test lint lint-deb demo bench venv clean deb rpm dist version
+.PHONY: all install uninstall deps test lint lint-deb shellcheck demo bench venv clean deb rpm dist version
 
 all:
 	@echo "Nothing to build.  Try: make install, make deb, make rpm, make test, make demo"
@@ -115,7 +115,11 @@ $(VENV)/.done: setup.cfg pyproject.toml | deps
 
 venv: $(VENV)/.done
 
-lint: venv
+# Every shell file of the tree: the boot drivers, the harness, CI.
+shellcheck:
+	shellcheck -x -P tests/guest tests/guest/*.sh tests/harness/*.sh .ci/run
+
+lint: venv shellcheck
 	$(VENV)/bin/ruff check portreserve tests
 	$(VENV)/bin/ruff format --check portreserve tests
 	$(VENV)/bin/mypy

@@ -18,8 +18,9 @@ Usage::
 
 How it works (docs/design.md, "The test harness", says why):
 
-* The host runs ``unshare --mount --pid --net --uts --ipc --cgroup --fork`` on a
-  generated ``inner.sh``, from inside a fresh cgroup-v2 group
+* The host runs ``unshare --mount --pid --net --uts --ipc --cgroup --fork`` on
+  ``tests/harness/inner.sh`` (its parameters in ``BOOT_*`` environment
+  variables), from inside a fresh cgroup-v2 group
   ``portreserve-boot-<pytest pid>-...``: the guest's cgroup namespace is rooted
   there, its systemd creates its slices below it, and nothing of the guest can
   run outside it.
@@ -37,7 +38,7 @@ How it works (docs/design.md, "The test harness", says why):
   (modules, clock, raw I/O, ...) dropped from its bounding set.
 * systemd boots ``boot-test.target`` (basic.target plus what the test asks
   for); ``boot-driver.service`` is ordered after it and runs the test's driver
-  through a wrapper that records the exit status, dumps the journal and
+  through ``tests/harness/wrapper.sh``, which records the exit status, dumps the journal and
   finally creates /results/done.
 * The host polls for /results/done, then SIGKILLs the namespace's PID 1 (that
   ends every process in the PID namespace; killing ``unshare`` would not), waits
@@ -54,7 +55,6 @@ from __future__ import annotations
 import itertools
 import os
 import select
-import shlex
 import shutil
 import signal
 import subprocess
@@ -75,6 +75,10 @@ DRIVER_UNIT = "boot-driver.service"
 HARNESS_DIR = "/usr/lib/boot-harness"  # where driver + wrapper live in the guest
 CGROUP_PREFIX = "portreserve-boot-"
 POLL_SECONDS = 0.05
+# How long teardown waits for a killed guest to be gone before it reports a
+# leftover: a ceiling against hanging, not a speed test (it is done in well
+# under a second unless the machine is very busy).
+TEARDOWN_SECONDS = 60.0
 TAIL_LINES = 80
 
 # Units that make no sense in a container test root, or that hang there while
@@ -103,26 +107,10 @@ DEFAULT_MASKS: tuple[str, ...] = (
     "sys-fs-fuse-connections.mount",
 )
 
-# Capabilities the guest's systemd must not have: they act on the host kernel,
-# not on a namespace (modules, clock, raw I/O, kernel log, MAC policy, BPF ...).
-DROPPED_CAPS: tuple[str, ...] = (
-    "sys_module",
-    "sys_time",
-    "sys_rawio",
-    "syslog",
-    "wake_alarm",
-    "mac_admin",
-    "mac_override",
-    "sys_pacct",
-    "block_suspend",
-    "audit_control",
-    "audit_read",
-    "bpf",
-    "perfmon",
-)
-
-# Device nodes bind-mounted from the host into the guest's private /dev.
-DEV_NODES: tuple[str, ...] = ("null", "zero", "full", "random", "urandom", "tty")
+# The harness's own shell scripts (shellcheck runs on them in `make lint`).
+HARNESS = Path(__file__).resolve().parent / "harness"
+INNER_SCRIPT = HARNESS / "inner.sh"  # run by unshare: builds the root, execs systemd
+WRAPPER_SCRIPT = HARNESS / "wrapper.sh"  # run by boot-driver.service around the driver
 
 _counter = itertools.count()
 
@@ -317,7 +305,7 @@ def _stage_guest_files(
     _write(stage, "/etc/systemd/system/" + TEST_TARGET, _test_target(driver_after))
     _write(stage, "/etc/systemd/system/" + DRIVER_UNIT, _driver_unit(driver_after))
     _write(stage, f"{HARNESS_DIR}/driver", (driver, 0o755))
-    _write(stage, f"{HARNESS_DIR}/wrapper", (_WRAPPER, 0o755))
+    _write(stage, f"{HARNESS_DIR}/wrapper", (WRAPPER_SCRIPT.read_text(), 0o755))
     # journald also copies everything to /dev/console, which the host reads:
     # the log survives even when the driver never gets to dump the journal.
     _write(stage, "/etc/systemd/journald.conf.d/boot-harness.conf", _JOURNALD_CONF)
@@ -360,105 +348,6 @@ ForwardToConsole=yes
 TTYPath=/dev/console
 MaxLevelConsole=debug
 """
-
-# Runs the test's driver and always records its status. A failing oneshot
-# never runs ExecStartPost= (docs/design.md, test harness), so everything happens in one script.
-_WRAPPER = f"""\
-#!/bin/bash
-date +%s.%N > /results/.driver-start
-# Run as an executable: the shebang picks the interpreter (bash runs it
-# itself when there is none).
-{HARNESS_DIR}/driver 2>&1 | tee /results/driver.log
-rc=${{PIPESTATUS[0]}}
-echo "$rc" > /results/driver.rc
-echo "boot-harness: driver exited with $rc"
-journalctl --sync 2>/dev/null || true
-journalctl -b --no-pager -o short-monotonic > /results/journal.txt 2>&1
-touch /results/done
-exit "$rc"
-"""
-
-
-# --------------------------------------------------------------------------
-# The namespace setup script
-# --------------------------------------------------------------------------
-
-
-def _inner_script(
-    *, root: Path, stage: Path, results: Path, install: Path | None, console_pty: str, kmsg_fifo: Path
-) -> str:
-    q = shlex.quote
-    drop = ",".join("-" + cap for cap in DROPPED_CAPS)
-    # --no-overwrite-dir keeps the metadata of existing directories (cp -a
-    # would chmod /tmp and friends); --keep-directory-symlink keeps the merged
-    # /usr links (/lib -> usr/lib) instead of replacing them with directories.
-    untar = 'tar -C "$G" -xpf - --no-overwrite-dir --keep-directory-symlink'
-    install_cmd = f"tar -C {q(str(install))} -cf - . | {untar}" if install else ": no install tree"
-    dev_binds = "\n".join(f'touch "$G/dev/{n}"; mount --bind /dev/{n} "$G/dev/{n}"' for n in DEV_NODES)
-    return f"""#!/bin/bash
-# Generated by tests/boot.py. Runs as PID 1 of new mount/pid/net/uts/ipc/cgroup
-# namespaces; everything mounted here disappears with the namespace.
-set -euo pipefail
-R={q(str(root))}
-G="$R/root"
-
-# Nothing mounted here may propagate back to the host.
-mount --make-rprivate /
-
-# Throwaway root: overlay of the host's / with a tmpfs upper layer.
-mount -t tmpfs -o mode=0755 boot-scratch "$R"
-mkdir "$R/upper" "$R/work" "$G"
-mount -t overlay boot-root -o "lowerdir=/,upperdir=$R/upper,workdir=$R/work" "$G"
-
-# Content: DESTDIR tree, then test files and harness units.
-{install_cmd}
-tar -C {q(str(stage))} -cf - . | {untar}
-
-# Private /dev: nodev tmpfs (nodes the guest might mknod do not work) with a
-# few safe nodes bound in, its own devpts, and a pty as console.
-mount -t tmpfs -o mode=0755,nosuid,nodev boot-dev "$G/dev"
-{dev_binds}
-mkdir "$G/dev/pts" "$G/dev/shm" "$G/dev/mqueue"
-mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts "$G/dev/pts"
-ln -s pts/ptmx "$G/dev/ptmx"
-mount -t tmpfs -o mode=1777,nosuid,nodev boot-shm "$G/dev/shm"
-ln -s /proc/self/fd "$G/dev/fd"
-ln -s /proc/self/fd/0 "$G/dev/stdin"
-ln -s /proc/self/fd/1 "$G/dev/stdout"
-ln -s /proc/self/fd/2 "$G/dev/stderr"
-touch "$G/dev/console"
-mount --bind {q(console_pty)} "$G/dev/console"
-# A FIFO the host drains as /dev/kmsg: generators log there.
-touch "$G/dev/kmsg"
-mount --bind {q(str(kmsg_fifo))} "$G/dev/kmsg"
-
-# sysfs of our network namespace, read-only; cgroup2 rooted at our group.
-mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$G/sys"
-mount -t cgroup2 -o nosuid,nodev,noexec cgroup2 "$G/sys/fs/cgroup"
-
-mkdir -p "$G/results"
-mount --bind {q(str(results))} "$G/results"
-
-cd "$G"
-mkdir -p .oldroot
-pivot_root . .oldroot
-mount -t proc -o nosuid,nodev,noexec proc /proc
-# Kernel settings outside the network namespace belong to the host.
-mount --bind /proc/sys /proc/sys
-mount --bind /proc/sys/net /proc/sys/net
-mount -o remount,bind,ro /proc/sys
-if [ -e /proc/sysrq-trigger ]; then
-    mount --bind /proc/sysrq-trigger /proc/sysrq-trigger
-    mount -o remount,bind,ro /proc/sysrq-trigger
-fi
-umount -l /.oldroot
-rmdir /.oldroot
-
-exec env -i container=portreserve-test PATH=/usr/sbin:/usr/bin:/sbin:/bin \\
-    setpriv --inh-caps={drop} --bounding-set={drop} \\
-    {SYSTEMD} --unit={TEST_TARGET} --show-status=no
-"""
-
 
 # --------------------------------------------------------------------------
 # Running and tearing down one guest
@@ -538,17 +427,17 @@ class _Guest:
             raise BootError(f"install tree {self.install} is not a directory")
         self.root.mkdir()
         self.logs = _LogDrain(self.console_log, self.kmsg_fifo, self.kmsg_log)
-        inner = self.scratch / "inner.sh"
-        script = _inner_script(
-            root=self.root,
-            stage=self.stage,
-            results=self.results,
-            install=self.install,
-            console_pty=self.logs.console_path,
-            kmsg_fifo=self.kmsg_fifo,
-        )
-        inner.write_text(script)
-        inner.chmod(0o755)
+        env = {
+            **os.environ,
+            "BOOT_SCRATCH": str(self.root),
+            "BOOT_STAGE": str(self.stage),
+            "BOOT_INSTALL": str(self.install) if self.install is not None else "",
+            "BOOT_RESULTS": str(self.results),
+            "BOOT_CONSOLE": self.logs.console_path,
+            "BOOT_KMSG": str(self.kmsg_fifo),
+            "BOOT_SYSTEMD": SYSTEMD,
+            "BOOT_TARGET": TEST_TARGET,
+        }
         self.cgroup.mkdir()
         # The shell joins the group, then becomes unshare: every process of the
         # guest is born inside the group, and the cgroup namespace is rooted there.
@@ -561,7 +450,7 @@ class _Guest:
             str(self.cgroup / "cgroup.procs"),
             "setpriv", "--pdeathsig", "KILL", "--",
             "unshare", "--mount", "--pid", "--net", "--uts", "--ipc", "--cgroup",
-            "--fork", "--kill-child=KILL", str(inner),
+            "--fork", "--kill-child=KILL", "/bin/bash", str(INNER_SCRIPT),
         ]  # fmt: skip
         self.started = time.time()
         with self.unshare_log.open("wb") as log:
@@ -570,6 +459,7 @@ class _Guest:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                env=env,
                 # Own session: a Ctrl-C in the terminal reaches pytest (which
                 # tears down) but not unshare.
                 start_new_session=True,
@@ -635,7 +525,7 @@ class _Guest:
                 _kill_cgroup(self.cgroup)
             if self.proc is not None:
                 try:
-                    self.proc.wait(timeout=10)
+                    self.proc.wait(timeout=TEARDOWN_SECONDS)
                 except subprocess.TimeoutExpired:
                     problems.append("unshare did not exit after its namespace was killed")
             # Only now: cgroup.kill also kills unshare, which would orphan a
@@ -643,8 +533,8 @@ class _Guest:
             if self.cgroup.exists() and _cgroup_populated(self.cgroup):
                 _kill_cgroup(self.cgroup)
             if self.proc is not None and self.proc.poll() is None:
-                self.proc.wait(timeout=5)
-            if self.cgroup.exists() and not _remove_cgroup(self.cgroup, wait=5.0):
+                self.proc.wait(timeout=TEARDOWN_SECONDS)
+            if self.cgroup.exists() and not _remove_cgroup(self.cgroup, wait=TEARDOWN_SECONDS):
                 problems.append(f"could not remove cgroup {self.cgroup}")
         finally:
             if self.logs is not None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import errno
+import math
 import os
 import socket
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,22 +17,26 @@ pytestmark = pytest.mark.boot
 
 
 def test_trivial_boot_returns_results_and_leaves_nothing(tmp_path: Path) -> None:
-    # tmp_path is under the host's /tmp, which the guest's systemd-tmpfiles
-    # empties at boot (tmp.conf: "D /tmp"): it must do so in the overlay only.
-    canary = tmp_path / "canary"
-    canary.write_text("host file\n")
-    driver = f"""#!/bin/bash
+    # The guest's systemd-tmpfiles empties /tmp at boot (tmp.conf: "D /tmp"):
+    # it must do so in the overlay only.  The canary is in the host's /tmp
+    # itself, wherever pytest's tmp_path is (--basetemp).
+    with tempfile.TemporaryDirectory(dir="/tmp", prefix="boot-canary-") as host_tmp:
+        canary = Path(host_tmp) / "canary"
+        canary.write_text("host file\n")
+        driver = f"""#!/bin/bash
 set -eu
 echo hello from $(hostname) > /results/hello
 if [ -e {canary} ]; then echo present; else echo gone; fi > /results/canary
 """
-    result = boot(tmp_path, driver=driver)
+        result = boot(tmp_path, driver=driver)
+        host_canary = canary.read_text()
 
     assert result.read("hello").startswith("hello from ")
     assert result.read("canary").strip() == "gone"  # the guest did clean its /tmp
-    assert canary.read_text() == "host file\n"  # ... and the host's is untouched
-    assert result.driver_rc == 0
-    assert 0 < result.boot_seconds < 5, result.boot_seconds
+    assert host_canary == "host file\n"  # ... and the host's is untouched
+    # The wrapper recorded when the driver started: after the namespace did.
+    # (How fast a boot is belongs to `make bench`, not to a test.)
+    assert math.isfinite(result.boot_seconds) and result.boot_seconds > 0, result.boot_seconds
     assert "Reached target boot-test.target" in result.journal
     assert "running in system mode" in result.console  # PID 1's own early log
     # Nothing of the guest survives on the host: no mount, no process, no cgroup.
@@ -68,6 +74,14 @@ def test_failing_driver_raises_with_journal_tail(tmp_path: Path) -> None:
     assert host_leftovers() == []
 
 
+def test_failing_driver_without_check_returns_its_status(tmp_path: Path) -> None:
+    result = boot(tmp_path, driver="#!/bin/bash\necho partial > /results/partial\nexit 3\n", check=False)
+
+    assert result.driver_rc == 3
+    assert result.read("partial") == "partial\n"
+    assert host_leftovers() == []
+
+
 def test_files_land_and_guest_has_own_network(tmp_path: Path) -> None:
     # Hold 631 on the host while the guest binds it too: only works with a
     # network namespace of its own.
@@ -85,16 +99,17 @@ def test_files_land_and_guest_has_own_network(tmp_path: Path) -> None:
         "ExecStart=/usr/bin/python3 -c 'import socket, time; "
         's = socket.socket(); s.bind(("0.0.0.0", 631)); s.listen(); time.sleep(600)\'\n'
     )
+    # The driver records what it found either way; the test judges it.
     driver = """#!/bin/bash
 set -u
 systemctl is-active holder.service > /results/state
-for _ in $(seq 100); do
+echo "nobody listens on 631" > /results/port
+for _ in $(seq 200); do
     if python3 -c 'import socket; socket.create_connection(("127.0.0.1", 631), 1)' 2>/dev/null; then
-        echo connected > /results/port; exit 0
+        echo connected > /results/port; break
     fi
     sleep 0.05
 done
-echo "nobody listens on 631"; exit 1
 """
     try:
         result = boot(

@@ -4,9 +4,16 @@
 export PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 mkdir -p /results/checks
 
+# Under run_scenarios, $SCENARIO is the scenario running: check and repeat
+# record NAME as SCENARIO.NAME.
+record_name() {
+    echo "${SCENARIO:+$SCENARIO.}$1"
+}
+
 # check NAME CMD...: run CMD once and record "ok" or "FAIL (exit N)" with its output.
 check() {
-    local name=$1; shift
+    local name
+    name=$(record_name "$1"); shift
     local out
     if out=$("$@" 2>&1); then
         printf 'ok\n%s\n' "$out" > "/results/checks/$name"
@@ -18,7 +25,8 @@ check() {
 # repeat N NAME CMD...: run CMD N times (it gets the round as $ROUND); record
 # the first failure with its round and output, or "ok" and the count.
 repeat() {
-    local count=$1 name=$2; shift 2
+    local count=$1 name
+    name=$(record_name "$2"); shift 2
     local out round
     for round in $(seq "$count"); do
         if ! out=$(ROUND=$round "$@" 2>&1); then
@@ -82,4 +90,30 @@ holder_state() {
     systemctl show -P ActiveState portreserve.service
 }
 
-export -f check repeat eventually no_failed_units group reserve held_eventually holder_state
+# state_is UNIT STATE: the unit's ActiveState is STATE.
+state_is() {
+    local state
+    state=$(systemctl show -P ActiveState "$1")
+    [ "$state" = "$2" ] || { echo "$1 is $state, not $2"; return 1; }
+}
+
+unit_state() {  # unit -> ActiveState/Result
+    systemctl show -P ActiveState "$1"; systemctl show -P Result "$1"
+}
+
+# run_scenarios NAME...: run scenario_NAME for each NAME in turn, with
+# $SCENARIO set; /results/scenarios/NAME records that it ran to its end.
+run_scenarios() {
+    mkdir -p /results/scenarios
+    local scenario
+    for scenario in "$@"; do
+        echo "== $scenario"
+        export SCENARIO=$scenario
+        "scenario_$scenario"
+        echo "returned $?" > "/results/scenarios/$scenario"
+    done
+    unset SCENARIO
+}
+
+export -f record_name check repeat eventually no_failed_units group reserve held_eventually holder_state state_is \
+    unit_state
