@@ -59,6 +59,25 @@ def bindable(port: tuple[int, str], ipv6: bool) -> bool:
     return True
 
 
+def udp_ports_in_use() -> set[int]:
+    """Local ports of every bound UDP socket (IPv4 and IPv6), from /proc.
+
+    A way to tell whether a UDP port is free without binding it: a probe that
+    binds while systemd binds the same port makes systemd fail the socket unit
+    (systemd sets SO_REUSEADDR, a probe of a free-port check must not)."""
+    found: set[int] = set()
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(table) as f:
+                next(f, None)
+                for line in f:
+                    local = line.split(None, 2)[1]
+                    found.add(int(local.rsplit(":", 1)[1], 16))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
 def socket_inodes(ports: list[tuple[int, str]]) -> dict[str, tuple[int, str]]:
     """Inodes of the sockets bound to these local ports (any address): {inode: port}."""
     wanted = {(number, proto) for number, proto in ports}

@@ -138,6 +138,7 @@ class Release:
         self.deadline = time.monotonic() + opts.timeout
         self.ipv6 = net.has_ipv6()
         self.status = EXIT_OK
+        self.udp_in_use: set[int] | None = None
 
     def say(self, message: str) -> None:
         if self.opts.verbose:
@@ -163,7 +164,7 @@ class Release:
                 self.say(f"{name}: nothing reserved")
         # Nothing to ask when every port can be bound already: the name was
         # released before (the usual case for a second call, or a restart).
-        asks = [n for n, ports in wanted.items() if any(not net.bindable(p, self.ipv6) for p in ports)]
+        asks = [n for n, ports in wanted.items() if not self.all_free(ports)]
         for name in wanted:
             if name not in asks:
                 self.say(f"{name}: {self.ports_text(wanted[name])} free")
@@ -178,6 +179,19 @@ class Release:
         for name in asks:
             self.report(name, wanted[name], replies.get(name))
         return self.status
+
+    def all_free(self, ports: list[Port]) -> bool:
+        """Could a fresh socket bind every one of these ports?  TCP by a probe
+        (with SO_REUSEADDR and no listen(), it cannot disturb systemd binding
+        the same port); UDP from /proc, since a UDP probe could: a reservation
+        starting at that moment would fail (docs/design.md F14)."""
+        udp = [p for p in ports if p[1] == "udp"]
+        if udp:
+            if self.udp_in_use is None:
+                self.udp_in_use = net.udp_ports_in_use()
+            if any(number in self.udp_in_use for number, _proto in udp):
+                return False
+        return all(net.bindable(p, self.ipv6) for p in ports if p[1] == "tcp")
 
     def ports_text(self, ports: Sequence[Port]) -> str:
         return " ".join(map(net.port_text, ports)) or "no ports"

@@ -1,4 +1,4 @@
-"""ruff and mypy are part of the test run."""
+"""ruff, mypy and shellcheck are part of the test run."""
 
 from __future__ import annotations
 
@@ -25,8 +25,9 @@ def tool(name: str) -> str:
         ["ruff", "check", "portreserve", "tests"],
         ["ruff", "format", "--check", "portreserve", "tests"],
         ["mypy"],
+        ["make", "-s", "shellcheck"],
     ],
-    ids=["ruff-check", "ruff-format", "mypy"],
+    ids=["ruff-check", "ruff-format", "mypy", "shellcheck"],
 )
 def test_lint(argv: list[str]) -> None:
     result = subprocess.run([tool(argv[0]), *argv[1:]], cwd=REPO, capture_output=True, text=True)
