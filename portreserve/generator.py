@@ -131,8 +131,9 @@ def write_tree(outdir: str, files: dict[str, str], links: dict[str, str]) -> Non
     for rel, text in files.items():
         path = os.path.join(directory_of(rel), os.path.basename(rel))
         # Write whole (temporary file, then rename): systemd reads whatever a
-        # generator left, also when it died half-way.
-        tmp = f"{path}.tmp"
+        # generator left, also when it died half-way.  One short temporary
+        # name: a unit name may already be 255 bytes, the longest file name.
+        tmp = os.path.join(os.path.dirname(path), ".portreserve-generator.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
         try:
             data = memoryview(text.encode("utf-8", "backslashreplace"))

@@ -4,31 +4,47 @@ own verifier (shared by the generator tests)."""
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-GENERATOR = REPO / "generators" / "portreserve-generator"
+# Negative controls: PORTRESERVE_TREE=/tmp/old runs the generator of another
+# tree (e.g. `git archive 6aa99ac portreserve generators | tar -x -C /tmp/old`),
+# to show that a regression test fails on the code it guards against.
+TREE = Path(os.environ.get("PORTRESERVE_TREE") or REPO)
+GENERATOR = TREE / "generators" / "portreserve-generator"
 UNIT_SUFFIXES = (".service", ".socket", ".target")
 
 
 def run_generator(
-    *args: str | Path, env: dict[str, str] | None = None, text: bool = True
+    *args: str | bytes | Path,
+    env: dict[str, str] | None = None,
+    prefix: list[str] | None = None,
+    limit_memory: int | None = None,
 ) -> subprocess.CompletedProcess[str]:
+    """The generator in a fresh process; prefix: argv before the interpreter;
+    limit_memory: RLIMIT_AS in bytes (a generator reading a huge file fails
+    with MemoryError under it instead of swapping the test machine)."""
     # The shim's shebang is /usr/bin/python3 -I; run it with the test's Python
     # so the source tree is what gets imported.
-    environ = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    environ = {**os.environ, "PYTHONPATH": str(TREE), **(env or {})}
     environ.pop("SYSTEMD_EXEC_PID", None)
     environ.pop("SYSTEMD_SCOPE", None)
     return subprocess.run(
-        [sys.executable, str(GENERATOR), *map(os.fsencode, args)],
+        [*(prefix or []), sys.executable, str(GENERATOR), *map(os.fsencode, args)],
         capture_output=True,
         text=True,
         errors="surrogateescape",
         env=environ,
         timeout=120,
+        preexec_fn=None if limit_memory is None else lambda: _limit_memory(limit_memory),
     )
+
+
+def _limit_memory(limit: int) -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
 def install_static_units(out: Path, scratch: Path) -> None:
