@@ -31,12 +31,14 @@ SERVICES_FILE = "/etc/services"
 # turn into 131070 socket units.
 MAX_RANGE = 4096
 # Reserved sockets (port and protocol) of one host, all names together.  Boot
-# time grows by about 2 ms per socket (systemd loads and binds a unit for
-# each), and the holder receives them all in one exec: every socket adds 17
-# bytes ("portreserve-port:") to $LISTEN_FDNAMES, which may not exceed 128 KiB
-# (MAX_ARG_STRLEN) or the holder fails with 203/EXEC - about 7700 sockets.
-# See README, "Configuration".
-MAX_SOCKETS = 4096
+# time grows faster than linearly with them: systemd 252 binds every socket in
+# a helper forked from PID 1, which grows with every unit.  Measured
+# (benchmarks/socket_cap.py, README "Configuration"): sockets.target after
+# 4.7 s with 1000 sockets, 17 s with 2000, 87 s with 4000 - by then every
+# socket unit is close to its 90 s start timeout.  2048 keeps a boot well
+# inside it.  (The holder receives them all in one exec: 17 bytes each in
+# $LISTEN_FDNAMES, which fails with 203/EXEC beyond 128 KiB, about 7700.)
+MAX_SOCKETS = 2048
 # Bytes read from one configuration file, and from /etc/services (Debian's is
 # 13 KiB).  4 MiB is 400 000 lines of 'NNNNN/tcp'.
 MAX_FILE_SIZE = 4 << 20
@@ -75,9 +77,6 @@ class Proto(str):
 
     def __repr__(self) -> str:
         return f"Proto.{str.__str__(self).upper()}"
-
-    def __str__(self) -> str:
-        return str.__str__(self)
 
 
 _PROTOS: dict[str, Proto] = {}
@@ -472,13 +471,25 @@ def read_regular_file(path: str | os.PathLike[str], limit: int = MAX_FILE_SIZE) 
     # blocking and insist on a regular file before reading.
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     try:
-        mode = os.fstat(fd).st_mode
+        status = os.fstat(fd)
+        mode = status.st_mode
         if stat.S_ISDIR(mode):
             raise IsADirectoryError(21, "is a directory")
         if not stat.S_ISREG(mode):
             raise OSError(0, "not a regular file")
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            data = f.read(limit + 1)
+        # os.read() of about the file's size: a buffered read(limit) would
+        # allocate (and the kernel map) 4 MiB for every 10-byte file.
+        want = min(status.st_size, limit) + 1
+        chunks = []
+        total = 0
+        while total <= limit:
+            asked = max(want - total, 65536) if total else want
+            chunk = os.read(fd, asked)
+            chunks.append(chunk)
+            total += len(chunk)
+            if len(chunk) < asked:  # end of file (a regular file reads short only there)
+                break
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     finally:
         os.close(fd)
     return data[:limit], len(data) > limit

@@ -32,6 +32,7 @@ LOG_ERR, LOG_WARNING, LOG_INFO = 3, 4, 6
 MAX_LOGGED = 100
 # The kernel log takes lines of up to about 1 KiB.
 MAX_LOG_LINE = 900
+TMP_NAME = ".portreserve-generator.tmp"
 
 
 class Logger:
@@ -119,34 +120,44 @@ def generate(config: Config, scope: units.Scope) -> tuple[dict[str, str], dict[s
 
 
 def write_tree(outdir: str, files: dict[str, str], links: dict[str, str]) -> None:
-    made: set[str] = set()
+    # Relative to open directories (dir_fd): no path lookup per file.
+    dirs: dict[str, int] = {}
 
-    def directory_of(rel: str) -> str:
-        parent = os.path.dirname(os.path.join(outdir, rel))
-        if parent not in made:
-            os.makedirs(parent, exist_ok=True)
-            made.add(parent)
-        return parent
+    def directory_of(rel: str) -> tuple[int, str]:
+        slash = rel.rfind("/")
+        parent = rel[:slash] if slash >= 0 else ""
+        fd = dirs.get(parent)
+        if fd is None:
+            path = os.path.join(outdir, parent)
+            os.makedirs(path, exist_ok=True)
+            fd = dirs[parent] = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        return fd, rel[slash + 1 :]
 
-    for rel, text in files.items():
-        path = os.path.join(directory_of(rel), os.path.basename(rel))
-        # Write whole (temporary file, then rename): systemd reads whatever a
-        # generator left, also when it died half-way.  One short temporary
-        # name: a unit name may already be 255 bytes, the longest file name.
-        tmp = os.path.join(os.path.dirname(path), ".portreserve-generator.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
-        try:
-            data = memoryview(text.encode("utf-8", "backslashreplace"))
-            while data:
-                data = data[os.write(fd, data) :]
-        finally:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
+    try:
+        for rel, text in files.items():
+            dir_fd, name = directory_of(rel)
+            # Write whole (temporary file, then rename): systemd reads whatever
+            # a generator left, also when it died half-way.  One short
+            # temporary name: a unit name may already be 255 bytes, the
+            # longest file name.
+            fd = os.open(TMP_NAME, flags, 0o644, dir_fd=dir_fd)
+            try:
+                data = memoryview(text.encode("utf-8", "backslashreplace"))
+                while data:
+                    data = data[os.write(fd, data) :]
+            finally:
+                os.close(fd)
+            os.rename(TMP_NAME, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        for rel, target in links.items():
+            dir_fd, name = directory_of(rel)
+            try:
+                os.symlink(target, name, dir_fd=dir_fd)
+            except FileExistsError:
+                pass
+    finally:
+        for fd in dirs.values():
             os.close(fd)
-        os.replace(tmp, path)
-    for rel, target in links.items():
-        try:
-            os.symlink(target, os.path.join(directory_of(rel), os.path.basename(rel)))
-        except FileExistsError:
-            pass
 
 
 def run(

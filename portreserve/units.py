@@ -58,18 +58,28 @@ def systemd_quote(text: str) -> str:
     return printable(text).replace("%", "%%").replace("\\", "\\\\")
 
 
+_SOURCE_PATHS: dict[str, str | None] = {}
+
+
 def source_path(path: str) -> str | None:
     """SourcePath= for a config file, None when systemd would not take it:
     the path must be absolute, UTF-8 clean, with components of at most 255
     bytes.  (Names are checked by config; a directory given on the command
     line or through $XDG_CONFIG_HOME may hold anything.)"""
-    path = os.path.abspath(path)
-    if printable(path) != path or any(len(c.encode()) > 255 for c in path.split("/")) or len(path) >= 4096:
-        return None
-    return path.replace("%", "%%")
+    found = _SOURCE_PATHS.get(path, "")
+    if found != "":
+        return found
+    absolute = os.path.abspath(path)
+    clean = printable(absolute) == absolute and len(absolute) < 4096
+    if clean and len(absolute) > 255:
+        clean = all(len(c.encode()) <= 255 for c in absolute.split("/"))
+    _SOURCE_PATHS[path] = result = absolute.replace("%", "%%") if clean else None
+    return result
 
 
 def dependency_lines(key: str, units: list[str]) -> list[str]:
+    if len(units) <= UNITS_PER_LINE:
+        return [f"{key}={' '.join(units)}"] if units else []
     return [f"{key}={' '.join(units[i : i + UNITS_PER_LINE])}" for i in range(0, len(units), UNITS_PER_LINE)]
 
 

@@ -268,17 +268,17 @@ def test_sockets_of_the_host_are_capped_with_a_message(tmp_path: Path) -> None:
     from portreserve.config import MAX_SOCKETS
 
     files: dict[str | bytes, str | bytes] = {
-        "a": "10000-13999/tcp\n",  # 4000
+        "a": "10000-11999/tcp\n",  # 2000
         "b": "10000-10099/tcp\n20000-20199/tcp\n",  # 100 shared (free) + 200 new: over
-        "c": "30000-30047\n",  # 48 x 2 = 96: exactly the cap
+        "c": "30000-30023\n",  # 24 x 2 = 48: exactly the cap
         "d": "40000/udp\n",  # over
     }
     result, out = generate(tmp_path, files)
-    assert MAX_SOCKETS == 4096
+    assert MAX_SOCKETS == 2048
     assert result.returncode == 0
     assert f"etc/b:2: more than {MAX_SOCKETS} reserved sockets on this host" in result.stderr
     assert f"etc/d:1: more than {MAX_SOCKETS} reserved sockets on this host" in result.stderr
-    assert len(sockets(out)) == 4000 + 96 == MAX_SOCKETS
+    assert len(sockets(out)) == 2000 + 48 == MAX_SOCKETS
     assert "etc/b:1" not in result.stderr and "etc/c" not in result.stderr
 
 
