@@ -43,6 +43,10 @@ SERVICES = parse_services(SERVICES_TEXT)
 SERVICE_PORTS = {"ipp": [Port(631, Proto.TCP)], "ldaps": [Port(636, Proto.TCP), Port(636, Proto.UDP)]}
 
 
+# Thousands of small trees: on a tmpfs, as the generator's real output is.
+SCRATCH = "/dev/shm" if os.path.isdir("/dev/shm") else None
+
+
 def slow(name: str) -> settings:
     return settings(
         max_examples=EXAMPLES[name],
@@ -81,21 +85,57 @@ def valid_line(draw: st.DrawFn) -> tuple[str, list[Port]]:
     return f"{blank}{text}{suffix}{blank}{comment}", ports
 
 
+# Named functions, not lambdas: Debian's hypothesis 6.67 re-reads a lambda's
+# source at every draw (it cost 20 ms an example).
+
+
+def encoded_valid(line: tuple[str, list[Port]]) -> tuple[bytes, list[Port] | None]:
+    return line[0].encode(), line[1]
+
+
+def one_line_bytes(data: bytes) -> tuple[bytes, list[Port] | None]:
+    return data.replace(b"\n", b" "), None
+
+
+def one_line_text(text: str) -> tuple[bytes, list[Port] | None]:
+    return text.replace("\n", " ").encode("utf-8", "surrogatepass"), None
+
+
+def plain(text: str) -> tuple[bytes, list[Port] | None]:
+    return text.encode(), None
+
+
+def file_name_bytes(data: bytes) -> bytes:
+    return data.replace(b"/", b"_").replace(b"\0", b"_")
+
+
+def file_name_text(text: str) -> bytes:
+    return file_name_bytes(text.encode("utf-8", "replace"))
+
+
+def not_dot(name: bytes) -> bool:
+    return name not in (b".", b"..")
+
+
+def as_surrogates(data: bytes) -> str:
+    return data.decode("utf-8", "surrogateescape")
+
+
 LINE = st.one_of(
-    valid_line().map(lambda v: (v[0].encode(), v[1])),
-    st.binary(max_size=40).map(lambda b: (b.replace(b"\n", b" "), None)),
-    st.text(max_size=20).map(lambda t: (t.replace("\n", " ").encode("utf-8", "surrogatepass"), None)),
+    valid_line().map(encoded_valid),
+    st.binary(max_size=40).map(one_line_bytes),
+    st.text(max_size=20).map(one_line_text),
     st.sampled_from(["-5", "5000-", "9" * 5000, "0", "65536", "huge", "sctponly", "a b", "1-65535", "/tcp", "-"]).map(
-        lambda t: (t.encode(), None)
+        plain
     ),
 )
 
 # File names: any bytes but '/' and NUL, as the kernel allows, up to NAME_MAX.
 FILE_NAME = st.one_of(
-    st.binary(min_size=1, max_size=255).map(lambda b: b.replace(b"/", b"_").replace(b"\0", b"_")),
-    st.text(min_size=1, max_size=80).map(lambda t: t.replace("/", "_").replace("\0", "_").encode("utf-8", "replace")),
+    st.binary(min_size=1, max_size=255).map(file_name_bytes),
+    st.text(min_size=1, max_size=80).map(file_name_text),
     st.sampled_from([b"cups", b" lead", b"trail ", b"a\nb", b"caf\xe9", b"*", b"-", b"x" * 235, b"x" * 236]),
-).filter(lambda b: b not in (b".", b".."))
+).filter(not_dot)
 
 FILES = st.dictionaries(FILE_NAME, st.lists(LINE, max_size=6), max_size=5)
 
@@ -152,7 +192,7 @@ def check_tree(out: str, config_names: dict[str, list[Port]]) -> None:
 @given(FILES, FILES)
 @example({b"x" * 236: [(b"700", None)], b"a\nb": [(b"701", None)]}, {})
 def test_whole_path(vendor: dict[bytes, list[tuple[bytes, list[Port] | None]]], admin: dict[bytes, list]) -> None:  # type: ignore[type-arg]
-    with tempfile.TemporaryDirectory(prefix="portreserve-prop-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="portreserve-prop-", dir=SCRATCH) as tmp:
         dirs = [os.path.join(tmp, "vendor"), os.path.join(tmp, "etc")]
         write_config(dirs[0], vendor)
         write_config(dirs[1], admin)
@@ -191,7 +231,7 @@ def test_whole_path(vendor: dict[bytes, list[tuple[bytes, list[Port] | None]]], 
 @slow("generator_process")
 @given(FILES)
 def test_generator_process_exits_0_on_anything(files: dict[bytes, list]) -> None:  # type: ignore[type-arg]
-    with tempfile.TemporaryDirectory(prefix="portreserve-prop-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="portreserve-prop-", dir=SCRATCH) as tmp:
         write_config(os.path.join(tmp, "etc"), files)
         out = os.path.join(tmp, "out")
         result = run_generator("--config-dir", os.path.join(tmp, "etc"), out)
@@ -209,7 +249,7 @@ def parse_map_names(out: str) -> dict[str, list[Port]]:
 
 
 @settings(max_examples=EXAMPLES["entries"], deadline=None)
-@given(st.one_of(st.text(), st.binary().map(lambda b: b.decode("utf-8", "surrogateescape"))), st.integers(1, 65535))
+@given(st.one_of(st.text(), st.binary().map(as_surrogates)), st.integers(1, 65535))
 def test_entries_and_lines_never_raise(text: str, lowest: int) -> None:
     ports, message = parse_entry(text, SERVICES)
     assert (ports == []) == (message is not None) or (ports == [] and message is None)
@@ -247,7 +287,7 @@ def test_services_never_raise(text: str) -> None:
 @given(FILES)
 @example({b" lead": [(b"631", None)], b"back\\slash\\": [(b"700/udp", None)], b"100%": [(b"701", None)]})
 def test_a_sample_of_trees_passes_systemd_analyze_verify(files: dict[bytes, list]) -> None:  # type: ignore[type-arg]
-    with tempfile.TemporaryDirectory(prefix="portreserve-verify-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="portreserve-verify-", dir=SCRATCH) as tmp:
         write_config(os.path.join(tmp, "etc"), files)
         out = Path(tmp) / "out"
         config = load_config([os.path.join(tmp, "etc")], SERVICES)
