@@ -30,8 +30,9 @@ LOG_ERR, LOG_WARNING, LOG_INFO = 3, 4, 6
 # Problems logged one by one; beyond that one line counts the rest (a file of
 # 100 000 bad lines must not flood the kernel log at every boot).
 MAX_LOGGED = 100
-# The kernel log takes lines of up to about 1 KiB.
+# Characters of one message; the kernel log takes records of up to 1024 bytes.
 MAX_LOG_LINE = 900
+MAX_KMSG_BYTES = 1000
 TMP_NAME = ".portreserve-generator.tmp"
 
 
@@ -55,7 +56,10 @@ class Logger:
             if len(text) > MAX_LOG_LINE:
                 text = text[:MAX_LOG_LINE] + "..."
             if self.kmsg is not None:
-                os.write(self.kmsg, f"<{level}>{self.prefix}{text}\n".encode("utf-8", "backslashreplace"))
+                line = f"<{level}>{self.prefix}{text}".encode("utf-8", "backslashreplace")
+                if len(line) > MAX_KMSG_BYTES:  # the kernel refuses longer records (EINVAL)
+                    line = line[: MAX_KMSG_BYTES - 4].decode("utf-8", "ignore").encode() + b"..."
+                os.write(self.kmsg, line + b"\n")
             else:
                 os.write(2, f"{units.GENERATOR}: {text}\n".encode("utf-8", "backslashreplace"))
         except Exception:

@@ -81,6 +81,29 @@ def test_kmsg_logger_survives_a_file_name_that_is_not_utf8(tmp_path: Path) -> No
     assert (out / "portreserve@good.service").exists()
 
 
+def test_kmsg_records_fit_the_kernel_limit(tmp_path: Path) -> None:
+    """/dev/kmsg refuses records over 1024 bytes: a message about a file deep in
+    directories with non-ASCII names is cut, not lost."""
+    kmsg = tmp_path / "kmsg"
+    kmsg.touch()
+    deep = tmp_path.joinpath(*["é" * 120] * 6)
+    deep.mkdir(parents=True)
+    (deep / "x").write_text("nosuch\n")
+    script = f'mount --bind {kmsg} /dev/kmsg && export SYSTEMD_EXEC_PID=$$ && exec "$@"'
+    result = run_generator(
+        "--config-dir",
+        deep,
+        "--services",
+        services_file(tmp_path),
+        tmp_path / "out",
+        prefix=["unshare", "--mount", "sh", "-c", script, "sh"],
+    )
+    assert result.returncode == 0, result.stderr
+    records = kmsg.read_bytes().splitlines()
+    assert len(records) == 1 and len(records[0]) <= 1000 and records[0].endswith(b"...")
+    records[0].decode("utf-8")
+
+
 # -- numbers of any length ----------------------------------------------------
 
 
