@@ -33,7 +33,11 @@ def check(
     out: TextIO | None = None,
 ) -> int:
     """Print every problem; 1 when there is any, 0 otherwise."""
-    dirs = list(config_dirs) if config_dirs else generator.default_dirs(user)
+    try:
+        dirs = list(config_dirs) if config_dirs else generator.default_dirs(user)
+    except Exception as e:  # pyxdg missing or broken
+        print(f"portreserve check: cannot determine the configuration directories: {e}", file=sys.stderr)
+        return 1
     config = generator.gather(dirs, services_file, user, required=bool(config_dirs))
     stream = sys.stdout if out is None else out
     if json_output:

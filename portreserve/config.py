@@ -387,7 +387,12 @@ def parse_file(
         if not message and budget is not None:
             new = [p for p in found if p not in budget.taken]
             if len(budget.taken) + len(new) > budget.limit:
-                found, message = [], f"more than {budget.limit} reserved sockets on this host (port and protocol)"
+                total = len(budget.taken) + len(new)
+                found, message = (
+                    [],
+                    f"would make {total} reserved sockets (port and protocol) on this host, "
+                    f"more than the limit of {budget.limit}",
+                )
             else:
                 budget.taken.update(new)
         if message:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import configparser
 import os
-import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -299,8 +299,9 @@ def test_sockets_of_the_host_are_capped_with_a_message(tmp_path: Path) -> None:
     result, out = generate(tmp_path, files)
     assert MAX_SOCKETS == 2048
     assert result.returncode == 0
-    assert f"etc/b:2: more than {MAX_SOCKETS} reserved sockets on this host" in result.stderr
-    assert f"etc/d:1: more than {MAX_SOCKETS} reserved sockets on this host" in result.stderr
+    limit = f"reserved sockets (port and protocol) on this host, more than the limit of {MAX_SOCKETS}, ignoring line"
+    assert f"etc/b:2: would make 2200 {limit}" in result.stderr
+    assert f"etc/d:1: would make 2049 {limit}" in result.stderr
     assert len(sockets(out)) == 2000 + 48 == MAX_SOCKETS
     assert "etc/b:1" not in result.stderr and "etc/c" not in result.stderr
 
@@ -308,15 +309,27 @@ def test_sockets_of_the_host_are_capped_with_a_message(tmp_path: Path) -> None:
 # -- portreserve check ----------------------------------------------------------
 
 
-def portreserve_check(*args: str | Path) -> subprocess.CompletedProcess[str]:
+def portreserve_check(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [shutil.which("python3") or "python3", "-m", "portreserve", "check", *map(str, args)],
+        [sys.executable, "-m", "portreserve", "check", *map(str, args)],
         capture_output=True,
         text=True,
         errors="backslashreplace",
         cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
         timeout=60,
+    )
+
+
+def test_check_user_reads_the_xdg_directories(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / "portreserve").mkdir(parents=True)
+    (home / "portreserve" / "web").write_text("8080/tcp\nnosuch\n")
+    env = {"XDG_CONFIG_HOME": str(home), "XDG_CONFIG_DIRS": str(tmp_path / "none")}
+    result = portreserve_check("--user", "--services-file", services_file(tmp_path), env=env)
+    assert result.returncode == 1
+    assert (
+        result.stdout == f"{home}/portreserve/web:2: unknown service 'nosuch' (not in /etc/services), ignoring line\n"
     )
 
 
