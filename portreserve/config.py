@@ -269,11 +269,14 @@ def read_services(path: str | os.PathLike[str] = SERVICES_FILE) -> tuple[Service
     except OSError as e:
         reason = f"cannot read: {e.strerror or e}"
         message = f"{reason}; only port numbers can be reserved, no service names"
-        return UnreadableServices(path, reason), [ConfigError(path, None, message)]
+        # A warning: each line that names a service is an error of its own.
+        return UnreadableServices(path, reason), [ConfigError(path, None, message, WARNING)]
     errors = []
     if truncated:
         errors.append(
-            ConfigError(path, None, f"larger than {MAX_SERVICES_SIZE} bytes: names defined after that are not known")
+            ConfigError(
+                path, None, f"larger than {MAX_SERVICES_SIZE} bytes: names defined after that are not known", WARNING
+            )
         )
     return parse_services(data.decode("utf-8", "replace")), errors
 

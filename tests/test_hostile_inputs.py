@@ -11,6 +11,7 @@ code, point PORTRESERVE_TREE at that tree (tests/genhelp.py), e.g.
 from __future__ import annotations
 
 import configparser
+import json
 import os
 import subprocess
 import sys
@@ -231,6 +232,12 @@ def test_unreadable_etc_services_is_one_message(tmp_path: Path) -> None:
         in (lines[0])
     )
     assert "unknown service" not in result.stderr
+    checked = portreserve_check("--config-dir", directory, "--services-file", tmp_path / "missing", "--json")
+    assert [(e["line"], e["severity"]) for e in json.loads(checked.stdout)] == [
+        (None, "warning"),
+        (1, "error"),
+        (3, "error"),
+    ]
     assert f"x:1: cannot look up service 'ipp': {tmp_path}/missing: cannot read" in lines[1]
     assert sockets(out) == ["portreserve-631-udp.socket"]
 
@@ -345,8 +352,6 @@ def test_check_prints_file_line_message_and_exits_1(tmp_path: Path) -> None:
 
 
 def test_check_json_and_clean_config(tmp_path: Path) -> None:
-    import json
-
     directory = etc(tmp_path, {"x": "ipp\n"})
     clean = portreserve_check("--config-dir", directory, "--services-file", services_file(tmp_path), "--json")
     assert clean.returncode == 0 and json.loads(clean.stdout) == []
