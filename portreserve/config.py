@@ -40,9 +40,13 @@ MAX_RANGE = 4096
 # $LISTEN_FDNAMES, which fails with 203/EXEC beyond 128 KiB, about 7700.)
 MAX_SOCKETS = 2048
 # Bytes read from one configuration file, and from /etc/services (Debian's is
-# 13 KiB).  4 MiB is 400 000 lines of 'NNNNN/tcp'.
-MAX_FILE_SIZE = 4 << 20
+# 13 KiB).  1 MiB is 100 000 lines of 'NNNNN/tcp', far beyond the host cap; a
+# file of 1 MiB of bad lines still costs the generator about 3 s.
+MAX_FILE_SIZE = 1 << 20
 MAX_SERVICES_SIZE = 4 << 20
+# Problems listed one by one per file; beyond that one line counts the rest
+# (2 million bad lines would take 500 MB as messages).
+MAX_PROBLEMS_PER_FILE = 1000
 # Characters of an entry or a name quoted in a message.
 MAX_QUOTE = 60
 UNIT_NAME_MAX = 255  # systemd's UNIT_NAME_MAX - 1 for the NUL
@@ -368,42 +372,52 @@ def parse_file(
     ports: list[Port] = []
     seen: set[Port] = set()
     errors: list[ConfigError] = []
+    unlisted = 0
     for lineno, raw in enumerate(data.split(b"\n"), start=1):
+        message: str | None
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError:
-            errors.append(ConfigError(path, lineno, "not valid UTF-8, ignoring line"))
-            continue
-        # Real files carry CRLF line ends, trailing blanks and tabs.
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        if len(line.split(None, 1)) > 1:
-            errors.append(ConfigError(path, lineno, f"expected one entry per line, got {quote(line)}, ignoring line"))
-            continue
-        found, message = parse_entry(line, services)
-        if not message and lowest > 1 and any(p.number < lowest for p in found):
-            found, message = (
-                [],
-                f"{quote(line)} is below net.ipv4.ip_unprivileged_port_start ({lowest}): a user manager cannot bind it",
+            line, message = "", "not valid UTF-8"
+        else:
+            # Real files carry CRLF line ends, trailing blanks and tabs.
+            line = line.split("#", 1)[0].strip()
+            if not line:
+                continue
+            message = None
+        found: list[Port] = []
+        if message is None and len(line.split(None, 1)) > 1:
+            message = f"expected one entry per line, got {quote(line)}"
+        if message is None:
+            found, message = parse_entry(line, services)
+        if message is None and lowest > 1 and any(p.number < lowest for p in found):
+            found = []
+            message = (
+                f"{quote(line)} is below net.ipv4.ip_unprivileged_port_start ({lowest}): a user manager cannot bind it"
             )
-        if not message and budget is not None:
+        if message is None and budget is not None:
             new = [p for p in found if p not in budget.taken]
             if len(budget.taken) + len(new) > budget.limit:
                 total = len(budget.taken) + len(new)
-                found, message = (
-                    [],
+                found = []
+                message = (
                     f"would make {total} reserved sockets (port and protocol) on this host, "
-                    f"more than the limit of {budget.limit}",
+                    f"more than the limit of {budget.limit}"
                 )
             else:
                 budget.taken.update(new)
-        if message:
-            errors.append(ConfigError(path, lineno, message + ", ignoring line"))
+        if message is not None:
+            if len(errors) < MAX_PROBLEMS_PER_FILE:
+                errors.append(ConfigError(path, lineno, message + ", ignoring line"))
+            else:
+                unlisted += 1
+            continue
         for port in found:
             if port not in seen:
                 seen.add(port)
                 ports.append(port)
+    if unlisted:
+        errors.append(ConfigError(path, None, f"{unlisted} more lines ignored for problems not listed"))
     return ports, errors
 
 
@@ -486,7 +500,7 @@ def read_regular_file(path: str | os.PathLike[str], limit: int = MAX_FILE_SIZE) 
         if not stat.S_ISREG(mode):
             raise OSError(0, "not a regular file")
         # os.read() of about the file's size: a buffered read(limit) would
-        # allocate (and the kernel map) 4 MiB for every 10-byte file.
+        # allocate (and the kernel map) the whole limit for every 10-byte file.
         want = min(status.st_size, limit) + 1
         chunks = []
         total = 0

@@ -275,8 +275,21 @@ def test_huge_sparse_config_file_is_read_up_to_the_cap(tmp_path: Path) -> None:
     os.truncate(directory / "big", 4 << 30)
     result, out = generate(tmp_path, {"small": "700/tcp\n"}, limit_memory=MEMORY)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "big:" in result.stderr and "file larger than 4194304 bytes, ignoring the rest of it" in result.stderr
+    assert "big:" in result.stderr and "file larger than 1048576 bytes, ignoring the rest of it" in result.stderr
     assert sockets(out) == ["portreserve-631-tcp.socket", "portreserve-700-tcp.socket"]
+
+
+def test_a_file_of_bad_lines_is_listed_up_to_a_cap(tmp_path: Path) -> None:
+    """A million bad lines: round 1 kept (and logged) a message for each."""
+    result, out = generate(tmp_path, {"bad": "x\n" * 500_000 + "700/tcp\n"}, limit_memory=MEMORY)
+    assert result.returncode == 0
+    lines = result.stderr.splitlines()
+    assert len(lines) == 101
+    assert lines[-1] == "portreserve-generator: 901 more problems not shown; see `portreserve check`"
+    checked = portreserve_check("--config-dir", tmp_path / "etc", "--services-file", services_file(tmp_path))
+    assert checked.stdout.splitlines()[-1] == f"{tmp_path}/etc/bad: 499000 more lines ignored for problems not listed"
+    assert len(checked.stdout.splitlines()) == 1001
+    assert sockets(out) == ["portreserve-700-tcp.socket"]
 
 
 def test_huge_etc_services_is_read_up_to_the_cap(tmp_path: Path) -> None:
