@@ -73,9 +73,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "Exit status 1 when there is any problem, 0 otherwise.",
     )
     check.add_argument(
-        "--config-dir", action="append", help="read this directory instead of the defaults (repeatable, later wins)"
+        "--config-dir",
+        action="append",
+        metavar="DIR",
+        help="read this directory instead of the defaults (repeatable, later wins)",
     )
-    check.add_argument("--services-file", default="/etc/services", help="services(5) file (default /etc/services)")
+    check.add_argument(
+        "--services-file", metavar="FILE", default="/etc/services", help="services(5) file (default /etc/services)"
+    )
     check.add_argument("--json", action="store_true", help="a JSON list of {file, line, message, severity}")
     sub.add_parser(
         "step-aside",

@@ -223,11 +223,20 @@ def parse_args(argv: list[str]) -> Args:
     parser.add_argument("dirs", nargs="*", help="normal-dir [early-dir late-dir], as systemd passes them")
     parser.add_argument("--print", action="store_true", help="print the units instead of writing them")
     parser.add_argument("--user", action="store_true", default=None, help="generate for a user manager")
-    parser.add_argument("--config-dir", action="append", help="read this directory (repeatable, later wins)")
     parser.add_argument(
-        "--services", "--services-file", default=SERVICES_FILE, help="services(5) file for names (default %(default)s)"
+        "--config-dir", action="append", metavar="DIR", help="read this directory (repeatable, later wins)"
     )
-    parser.add_argument("--sbindir", default="/usr/sbin", help="where portrelease is installed")
+    parser.add_argument(
+        "--services",
+        "--services-file",
+        metavar="FILE",
+        default=SERVICES_FILE,
+        help="services(5) file for names (default %(default)s)",
+    )
+    parser.add_argument("--sbindir", metavar="DIR", default="/usr/sbin", help="where portrelease is installed")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"{units.GENERATOR} {__version__}")
     parsed: Args = parser.parse_args(argv, namespace=Args())
     if not parsed.print and len(parsed.dirs) not in (1, 3):
         parser.error("expected an output directory (or three, as systemd passes them), or --print")

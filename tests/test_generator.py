@@ -134,6 +134,8 @@ def test_usage_errors_and_help() -> None:
     assert run_generator().returncode == 2
     helped = run_generator("--help")
     assert helped.returncode == 0 and "--print" in helped.stdout
+    version = run_generator("--version")
+    assert version.returncode == 0 and version.stdout.startswith("portreserve-generator ")
 
 
 def test_unit_name_too_long_is_reported(tmp_path: Path) -> None:
