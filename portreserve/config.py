@@ -489,16 +489,17 @@ def config_files(dirs: Dirs, required: bool = False) -> tuple[dict[str, str], li
 
 def read_regular_file(path: str | os.PathLike[str], limit: int = MAX_FILE_SIZE) -> tuple[bytes, bool]:
     """(up to limit bytes, whether there was more).  Raises OSError."""
-    # A FIFO or device here would hang or flood the generator: open without
-    # blocking and insist on a regular file before reading.
+    # A FIFO or device here would hang or flood the generator, and opening
+    # some devices acts (a watchdog starts counting): insist on a regular file
+    # before opening it, and open without blocking all the same.
+    status = os.stat(path)
+    mode = status.st_mode
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(21, "is a directory")
+    if not stat.S_ISREG(mode):
+        raise OSError(0, "not a regular file")
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     try:
-        status = os.fstat(fd)
-        mode = status.st_mode
-        if stat.S_ISDIR(mode):
-            raise IsADirectoryError(21, "is a directory")
-        if not stat.S_ISREG(mode):
-            raise OSError(0, "not a regular file")
         # os.read() of about the file's size: a buffered read(limit) would
         # allocate (and the kernel map) the whole limit for every 10-byte file.
         want = min(status.st_size, limit) + 1
