@@ -133,6 +133,7 @@ demo: venv
 # Boots systemd a few times (root); prints the table and writes benchmarks/latest.md.
 # BENCH_ARGS=--small: small N, few repetitions (CI).
 bench: venv
+	$(VENV)/bin/python benchmarks/generator.py
 	$(VENV)/bin/python benchmarks/run.py $(BENCH_ARGS)
 
 # Packages.  Both are built from a copy of the tree in dist/ (dpkg-buildpackage

@@ -76,6 +76,24 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         parents=[scope],
         help="after adding files: daemon-reload, reserve the new names, let the holder adopt them",
     )
+    check = sub.add_parser(
+        "check",
+        parents=[scope],
+        help="report every problem in the configuration as FILE:LINE: message (exit 1 if any)",
+        description="Read the configuration as portreserve-generator does (the same code) and print "
+        "every problem as FILE:LINE: message (FILE: when it concerns the whole file).  "
+        "Exit status 1 when there is any problem, 0 otherwise.",
+    )
+    check.add_argument(
+        "--config-dir",
+        action="append",
+        metavar="DIR",
+        help="read this directory instead of the defaults (repeatable, later wins)",
+    )
+    check.add_argument(
+        "--services-file", metavar="FILE", default="/etc/services", help="services(5) file (default /etc/services)"
+    )
+    check.add_argument("--json", action="store_true", help="a JSON list of {file, line, message, severity}")
     sub.add_parser(
         "step-aside",
         parents=[scope],
@@ -184,6 +202,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from . import status
 
         return status.COMMANDS[args.command](args)
+    if args.command == "check":
+        from . import check
+
+        return check.run_check(args)
     if args.command == "step-aside":
         from . import stepaside
 

@@ -31,11 +31,18 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
 
 from .config import ConfigError, Reservation
 from .units import GENERATOR, Scope
+
+# Not typing.TYPE_CHECKING, and no pathlib: the generator imports this module
+# at every boot (tests/test_generator_imports.py holds it to its allow-list).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping, Sequence
+
+    StrPath = str | os.PathLike[str]
+    Log = Callable[[int, str], None]
 
 # The file name of the drop-in: the name the README's hand-written drop-in
 # always had, so a host that followed it keeps exactly one release per start
@@ -56,7 +63,6 @@ _UNIT_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012
 OWN_PREFIX = "portreserve"
 _GENERATOR_DIRS = ("/systemd/generator", "/systemd/generator.early", "/systemd/generator.late")
 
-Log = Callable[[int, str], None]
 LOG_WARNING = 4
 
 
@@ -248,7 +254,7 @@ class UnitPath:
 # -- configuration ------------------------------------------------------------------
 
 
-def read_head(path: Path | str, limit: int = 1 << 20) -> bytes | None:
+def read_head(path: StrPath, limit: int = 1 << 20) -> bytes | None:
     """A regular file's first `limit` bytes; None if it is anything else."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
@@ -274,10 +280,11 @@ class Directives:
         self.manual = False
 
 
-def parse_directives(path: Path, data: bytes) -> tuple[Directives, list[ConfigError]]:
+def parse_directives(path: StrPath, data: bytes) -> tuple[Directives, list[ConfigError]]:
     """Lines ``# portreserve: KEY=VALUE...`` (the original reads them as
     comments).  Keys: unit=UNIT[.service] (repeatable), release=auto|manual.
     A comment that merely starts with "portreserve:" and holds no '=' is prose."""
+    path = os.fspath(path)
     found = Directives()
     errors: list[ConfigError] = []
     if _MARK not in data:
@@ -321,13 +328,13 @@ _BOOLEANS = {"1": True, "yes": True, "y": True, "true": True, "t": True, "on": T
 _BOOLEANS.update({"0": False, "no": False, "n": False, "false": False, "f": False, "off": False})
 
 
-def read_settings(config_dirs: Iterable[Path]) -> tuple[bool, list[ConfigError]]:
+def read_settings(config_dirs: Iterable[StrPath]) -> tuple[bool, list[ConfigError]]:
     """AutoRelease= from portreserve.conf in each configuration directory (later
     ones win; a symlink to /dev/null or an empty file says nothing)."""
     auto = True
     errors: list[ConfigError] = []
     for directory in config_dirs:
-        path = Path(directory) / SETTINGS_FILE
+        path = os.path.join(os.fspath(directory), SETTINGS_FILE)
         data = read_head(path)
         if data is None:
             continue
@@ -363,12 +370,13 @@ class Release:
 class Planner:
     """Decides, for each reservation, which units get a drop-in."""
 
-    def __init__(self, scope: Scope, config_dirs: Iterable[Path], search_path: Sequence[str] | None = None) -> None:
+    def __init__(self, scope: Scope, config_dirs: Iterable[StrPath], search_path: Sequence[str] | None = None) -> None:
         self.scope = scope
         self.units = UnitPath(unit_search_path(scope.user) if search_path is None else search_path)
         self.auto, self.errors = read_settings(config_dirs)
 
-    def release_of(self, name: str, source: Path, data: bytes | None = None) -> Release:
+    def release_of(self, name: str, source: StrPath, data: bytes | None = None) -> Release:
+        source = os.fspath(source)
         if data is None:
             data = read_head(source) or b""
         directives, errors = parse_directives(source, data)
@@ -418,9 +426,9 @@ class Planner:
 
 def releasing_unit(
     name: str,
-    reservation_path: Path | str,
+    reservation_path: StrPath,
     scope: Scope,
-    config_dirs: Iterable[Path] | None = None,
+    config_dirs: Iterable[StrPath] | None = None,
     search_path: Sequence[str] | None = None,
 ) -> tuple[str | None, str | None]:
     """(unit, how) for `portreserve status` and `portreserve check`: the unit
@@ -431,7 +439,7 @@ def releasing_unit(
         from .paths import config_dirs as default_dirs
 
         config_dirs = default_dirs(scope.user)
-    release = Planner(scope, config_dirs, search_path).release_of(name, Path(reservation_path))
+    release = Planner(scope, config_dirs, search_path).release_of(name, reservation_path)
     return (" ".join(release.units) or None), release.how
 
 
@@ -497,7 +505,7 @@ def render_dropin(unit: str, reservations: Sequence[Reservation], scope: Scope) 
 
 
 def generate(
-    reservations: Iterable[Reservation], scope: Scope, config_dirs: Iterable[Path], log: Log
+    reservations: Iterable[Reservation], scope: Scope, config_dirs: Iterable[StrPath], log: Log
 ) -> dict[str, str]:
     """The drop-ins, as {path relative to the output directory: text}."""
     planner = Planner(scope, list(config_dirs))

@@ -9,119 +9,187 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
-from pathlib import Path
 
-from . import dropins, names, units
-from .config import Config, Services, load_config, load_services, unprivileged_port_start
-from .paths import config_dirs
+from . import names, units
+from .config import (
+    SERVICES_FILE,
+    SYSTEM_CONFIG_DIRS,
+    WARNING,
+    Config,
+    load_config,
+    printable,
+    read_services,
+    unprivileged_port_start,
+)
 
-Log = Callable[[int, str], None]
+TYPE_CHECKING = False  # no typing import at run time; mypy takes it as true
+if TYPE_CHECKING:
+    from .config import Dirs
 
 LOG_ERR, LOG_WARNING, LOG_INFO = 3, 4, 6
+# Problems logged one by one; beyond that one line counts the rest (a file of
+# 100 000 bad lines must not flood the kernel log at every boot).
+MAX_LOGGED = 100
+# Characters of one message; the kernel log takes records of up to 1024 bytes.
+MAX_LOG_LINE = 900
+MAX_KMSG_BYTES = 1000
+TMP_NAME = ".portreserve-generator.tmp"
 
 
-def make_logger() -> Log:
-    """Log to the kernel log when systemd runs us, to stderr when a person does."""
-    prog = units.GENERATOR
-    if os.environ.get("SYSTEMD_EXEC_PID") == str(os.getpid()):
+class Logger:
+    """Log to the kernel log when systemd runs us, to stderr when a person
+    does.  Never raises: whatever the message holds (bytes of a file name that
+    are not UTF-8, anything), logging must not cost the boot."""
+
+    def __init__(self) -> None:
+        self.prefix = f"{units.GENERATOR}[{os.getpid()}]: "
+        self.kmsg: int | None = None
+        if os.environ.get("SYSTEMD_EXEC_PID") == str(os.getpid()):
+            try:
+                self.kmsg = os.open("/dev/kmsg", os.O_WRONLY | os.O_CLOEXEC | os.O_NOCTTY)
+            except OSError:
+                self.kmsg = None
+
+    def __call__(self, level: int, message: str) -> None:
         try:
-            kmsg = open("/dev/kmsg", "w", buffering=1)  # noqa: SIM115 - lives as long as the process
-        except OSError:
-            kmsg = None
-        if kmsg is not None:
-
-            def log_kmsg(level: int, message: str) -> None:
-                try:
-                    kmsg.write(f"<{level}>{prog}[{os.getpid()}]: {message}\n")
-                except OSError:
-                    pass
-
-            return log_kmsg
-
-    def log_stderr(level: int, message: str) -> None:
-        print(f"{prog}: {message}", file=sys.stderr)
-
-    return log_stderr
-
-
-def generate(config: Config, scope: units.Scope, log: Log) -> tuple[dict[str, str], dict[str, str]]:
-    """Return (files, symlinks) relative to the output directory."""
-    files: dict[str, str] = {}
-    links: dict[str, str] = {}
-    usable = []
-    for reservation in config.reservations:
-        group = units.group_unit(reservation.name)
-        if len(group) > units.UNIT_NAME_MAX:
-            log(LOG_ERR, f"{reservation.source}: file name too long for a unit name, ignoring file")
-            continue
-        usable.append(reservation)
-        files[group] = units.render_group_unit(reservation, scope)
-        links[f"sockets.target.wants/{group}"] = f"../{group}"
-
-    for port, owners in Config(reservations=usable).owners().items():
-        files[units.socket_unit(port)] = units.render_socket_unit(port, owners, scope)
-    # Which name owns which ports, for the holder and portrelease.
-    files[names.MAP_FILE] = names.format_map([(r.name, [(p.number, str(p.proto)) for p in r.ports]) for r in usable])
-    return files, links
-
-
-def write_tree(outdir: Path, files: dict[str, str], links: dict[str, str]) -> None:
-    made: set[str] = set()
-
-    def directory_of(rel: str) -> str:
-        parent = os.path.dirname(os.path.join(outdir, rel))
-        if parent not in made:
-            os.makedirs(parent, exist_ok=True)
-            made.add(parent)
-        return parent
-
-    for rel, text in files.items():
-        path = os.path.join(directory_of(rel), os.path.basename(rel))
-        # Write whole (temporary file, then rename): systemd reads whatever a
-        # generator left, also when it died half-way.
-        tmp = f"{path}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
-        try:
-            os.write(fd, text.encode("utf-8", "surrogateescape"))
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    for rel, target in links.items():
-        try:
-            os.symlink(target, os.path.join(directory_of(rel), os.path.basename(rel)))
-        except FileExistsError:
+            text = printable(message)
+            if len(text) > MAX_LOG_LINE:
+                text = text[:MAX_LOG_LINE] + "..."
+            if self.kmsg is not None:
+                line = f"<{level}>{self.prefix}{text}".encode("utf-8", "backslashreplace")
+                if len(line) > MAX_KMSG_BYTES:  # the kernel refuses longer records (EINVAL)
+                    line = line[: MAX_KMSG_BYTES - 4].decode("utf-8", "ignore").encode() + b"..."
+                os.write(self.kmsg, line + b"\n")
+            else:
+                os.write(2, f"{units.GENERATOR}: {text}\n".encode("utf-8", "backslashreplace"))
+        except Exception:
             pass
 
 
-def run(
-    outdir: Path | None,
-    scope: units.Scope,
-    dirs: list[Path],
-    services: Services,
-    log: Log,
-    out: Callable[[str], None] = print,
-) -> int:
+def make_logger() -> Logger:
+    return Logger()
+
+
+def report(config: Config, log: Logger, limit: int = MAX_LOGGED) -> None:
+    for error in config.errors[:limit]:
+        log(LOG_WARNING if error.severity == WARNING else LOG_ERR, str(error))
+    if len(config.errors) > limit:
+        log(LOG_ERR, f"{len(config.errors) - limit} more problems not shown; see `portreserve check`")
+
+
+def gather(
+    dirs: Dirs,
+    services_file: str | os.PathLike[str] = SERVICES_FILE,
+    user: bool = False,
+    required: bool = False,
+) -> Config:
+    """The configuration as the generator sees it, every problem included
+    (portreserve check shows exactly these)."""
     # A user manager cannot bind privileged ports (root's own manager can).
-    lowest = unprivileged_port_start() if scope.user and os.geteuid() != 0 else 1
-    config = load_config(dirs, services, lowest)
-    for error in config.errors:
-        log(LOG_WARNING, str(error))
-    files, links = generate(config, scope, log)
-    # Zero-step opt-in: NAME.service gets a drop-in that releases NAME (dropins.py).
-    files.update(
-        dropins.generate([r for r in config.reservations if units.group_unit(r.name) in files], scope, dirs, log)
+    lowest = unprivileged_port_start() if user and os.geteuid() != 0 else 1
+    services, service_errors = read_services(services_file)
+    config = load_config(dirs, services, lowest, required)
+    config.errors[:0] = service_errors
+    return config
+
+
+def default_dirs(user: bool) -> list[str]:
+    if not user:
+        return list(SYSTEM_CONFIG_DIRS)
+    from .paths import config_dirs  # pyxdg and pathlib: user managers only
+
+    return [os.fspath(d) for d in config_dirs(True)]
+
+
+def generate(config: Config, scope: units.Scope) -> tuple[dict[str, str], dict[str, str]]:
+    """Return (files, symlinks) relative to the output directory; the map first.
+
+    Every name config accepted gets a grouping unit and a line in the map
+    (config refuses the names that could not round-trip through both).
+    """
+    files: dict[str, str] = {}
+    links: dict[str, str] = {}
+    # Which name owns which ports, for the holder and portrelease; written
+    # before the units, so that no socket is ever without its owners.
+    files[names.MAP_FILE] = names.format_map(
+        [(r.name, [(p.number, str(p.proto)) for p in r.ports]) for r in config.reservations]
     )
-    if outdir is None:
+    for reservation in config.reservations:
+        group = units.group_unit(reservation.name)
+        files[group] = units.render_group_unit(reservation, scope)
+        links[f"sockets.target.wants/{group}"] = f"../{group}"
+    for port, owners in config.owners().items():
+        files[units.socket_unit(port)] = units.render_socket_unit(port, owners, scope)
+    return files, links
+
+
+def write_tree(outdir: str, files: dict[str, str], links: dict[str, str]) -> None:
+    # Relative to open directories (dir_fd): no path lookup per file.
+    dirs: dict[str, int] = {}
+
+    def directory_of(rel: str) -> tuple[int, str]:
+        slash = rel.rfind("/")
+        parent = rel[:slash] if slash >= 0 else ""
+        fd = dirs.get(parent)
+        if fd is None:
+            path = os.path.join(outdir, parent)
+            os.makedirs(path, exist_ok=True)
+            fd = dirs[parent] = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        return fd, rel[slash + 1 :]
+
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
+    try:
         for rel, text in files.items():
-            out(f"# {rel}\n{text}")
+            dir_fd, name = directory_of(rel)
+            # Write whole (temporary file, then rename): systemd reads whatever
+            # a generator left, also when it died half-way.  One short
+            # temporary name: a unit name may already be 255 bytes, the
+            # longest file name.
+            fd = os.open(TMP_NAME, flags, 0o644, dir_fd=dir_fd)
+            try:
+                data = memoryview(text.encode("utf-8", "backslashreplace"))
+                while data:
+                    data = data[os.write(fd, data) :]
+            finally:
+                os.close(fd)
+            os.rename(TMP_NAME, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         for rel, target in links.items():
-            out(f"# {rel} -> {target}\n")
-        return 0
+            dir_fd, name = directory_of(rel)
+            try:
+                os.symlink(target, name, dir_fd=dir_fd)
+            except FileExistsError:
+                pass
+    finally:
+        for fd in dirs.values():
+            os.close(fd)
+
+
+def run(
+    outdir: str | None,
+    scope: units.Scope,
+    config: Config,
+    log: Logger,
+    dirs: Dirs = (),
+) -> int:
+    report(config, log)
+    files, links = generate(config, scope)
+    # Zero-step opt-in: NAME.service gets a drop-in that releases NAME (dropins.py).
+    from . import dropins
+
+    files.update(dropins.generate(config.reservations, scope, dirs, log))
+    if outdir is None:
+        stdout = sys.stdout
+        for rel, text in files.items():
+            stdout.write(f"# {rel}\n{text}\n")
+        for rel, target in links.items():
+            stdout.write(f"# {rel} -> {target}\n\n")
+        # A checker: non-zero when anything was not as asked.
+        return 1 if config.errors else 0
     try:
         write_tree(outdir, files, links)
     except OSError as e:
-        # Nothing sensible left to do; whatever was written stays (whole files).
+        # Nothing sensible left to do; whatever was written stays (whole files,
+        # the map first).
         log(LOG_ERR, f"failed to write units to {outdir}: {e}")
         return 1
     return 0
@@ -130,11 +198,11 @@ def run(
 class Args:
     """The command line (argparse's Namespace, without argparse on the boot path)."""
 
-    dirs: list[Path]
+    dirs: list[str]
     print: bool = False
     user: bool | None = None
-    config_dir: list[Path] | None = None
-    services: Path = Path("/etc/services")
+    config_dir: list[str] | None = None
+    services: str = SERVICES_FILE
     sbindir: str = "/usr/sbin"
 
 
@@ -143,7 +211,7 @@ def parse_args(argv: list[str]) -> Args:
         # How systemd runs us, at every boot and daemon-reload: no argparse
         # (with the re module it pulls in, 9 ms).
         args = Args()
-        args.dirs = [Path(a) for a in argv]
+        args.dirs = list(argv)
         return args
     import argparse
 
@@ -153,15 +221,27 @@ def parse_args(argv: list[str]) -> Args:
             "systemd generator: turn the port reservations in /usr/lib/portreserve/ and "
             "/etc/portreserve/ (user managers: the XDG config directories) into .socket "
             "units held by portreserve.service.  systemd runs it with three output "
-            "directories; run it by hand with --print to see what it would generate."
+            "directories; run it by hand with --print to see what it would generate "
+            "(exit status 1 when the configuration has problems, as portreserve check)."
         ),
     )
-    parser.add_argument("dirs", nargs="*", type=Path, help="normal-dir [early-dir late-dir], as systemd passes them")
+    parser.add_argument("dirs", nargs="*", help="normal-dir [early-dir late-dir], as systemd passes them")
     parser.add_argument("--print", action="store_true", help="print the units instead of writing them")
     parser.add_argument("--user", action="store_true", default=None, help="generate for a user manager")
-    parser.add_argument("--config-dir", action="append", type=Path, help="read this directory (repeatable, later wins)")
-    parser.add_argument("--services", type=Path, default=Path("/etc/services"), help="services(5) file for names")
-    parser.add_argument("--sbindir", default="/usr/sbin", help="where portrelease is installed")
+    parser.add_argument(
+        "--config-dir", action="append", metavar="DIR", help="read this directory (repeatable, later wins)"
+    )
+    parser.add_argument(
+        "--services",
+        "--services-file",
+        metavar="FILE",
+        default=SERVICES_FILE,
+        help="services(5) file for names (default %(default)s)",
+    )
+    parser.add_argument("--sbindir", metavar="DIR", default="/usr/sbin", help="where portrelease is installed")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"{units.GENERATOR} {__version__}")
     parsed: Args = parser.parse_args(argv, namespace=Args())
     if not parsed.print and len(parsed.dirs) not in (1, 3):
         parser.error("expected an output directory (or three, as systemd passes them), or --print")
@@ -171,12 +251,18 @@ def parse_args(argv: list[str]) -> Args:
 def main(argv: list[str] | None = None, sbindir: str | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     log = make_logger()
-    user = args.user if args.user is not None else os.environ.get("SYSTEMD_SCOPE") == "user"
-    scope = units.Scope(user=user, sbindir=sbindir or args.sbindir)
     try:
-        dirs = args.config_dir or config_dirs(user)
-    except Exception as e:  # pyxdg missing or broken: still generate nothing, quietly
-        log(LOG_ERR, f"cannot determine configuration directories: {e}")
-        return 0
-    outdir = None if args.print else args.dirs[0]
-    return run(outdir, scope, dirs, load_services(args.services), log)
+        user = args.user if args.user is not None else os.environ.get("SYSTEMD_SCOPE") == "user"
+        scope = units.Scope(user=user, sbindir=sbindir or args.sbindir)
+        try:
+            dirs = args.config_dir or default_dirs(user)
+        except Exception as e:  # pyxdg missing or broken: still generate nothing, quietly
+            log(LOG_ERR, f"cannot determine configuration directories: {e}")
+            return 0
+        config = gather(dirs, args.services, user, required=bool(args.config_dir))
+        return run(None if args.print else args.dirs[0], scope, config, log, dirs)
+    except Exception as e:
+        # A bug of ours, not the configuration: say so, and let the boot go on
+        # with whatever was written (whole files, the map first).
+        log(LOG_ERR, f"internal error: {type(e).__name__}: {e}")
+        return 1

@@ -23,7 +23,7 @@ def user_config_dirs() -> list[Path]:
 
 
 def config_dirs(user: bool) -> list[Path]:
-    return user_config_dirs() if user else list(SYSTEM_CONFIG_DIRS)
+    return user_config_dirs() if user else [Path(d) for d in SYSTEM_CONFIG_DIRS]
 
 
 def control_socket(user: bool) -> Path:

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 from boot import BootResult, boot
-from test_boot import DRIVER_PRELUDE, PORTCHECK, REALISTIC_DRIVER, REALISTIC_FILES, REALISTIC_LINKS, assert_check
+from scenarios import assert_scenario
+from test_boot import DRIVER_PRELUDE, PORTCHECK, REALISTIC, REALISTIC_FILES, REALISTIC_LINKS, assert_check
 
 from portreserve import __version__
 
@@ -116,7 +117,7 @@ def package_tree(installed: BootResult, tmp_path_factory: pytest.TempPathFactory
 
 
 PACKAGED_DRIVER = (
-    REALISTIC_DRIVER
+    REALISTIC.text
     + r"""
 check pk_installed_by_dpkg bash -c 'dpkg -s portreserve | grep -x "Status: install ok installed" &&
     dpkg -S /usr/sbin/portrelease /lib/systemd/system-generators/portreserve-generator &&
@@ -137,14 +138,18 @@ def packaged(package_tree: Path, tmp_path_factory: pytest.TempPathFactory) -> Bo
     )
 
 
-@pytest.mark.parametrize("check", check_names(PACKAGED_DRIVER))
-def test_realistic_scenario_with_the_deb_installed(packaged: BootResult, check: str) -> None:
-    assert_check(packaged, check)
+@pytest.mark.parametrize("scenario", REALISTIC.scenarios)
+def test_realistic_scenario_with_the_deb_installed(packaged: BootResult, scenario: str) -> None:
+    assert_scenario(packaged, REALISTIC, scenario)
+
+
+def test_installed_by_dpkg_not_make(packaged: BootResult) -> None:
+    assert_check(packaged, "pk_installed_by_dpkg")
 
 
 def test_check_names_are_found() -> None:
-    # The parametrization above must not pass by finding nothing.
-    assert len(check_names(REALISTIC_DRIVER)) > 30
+    # The parametrizations above must not pass by finding nothing.
+    assert len(REALISTIC.scenarios) >= 9
     assert {"p_install", "p_purge", "p_no_unit_left"} <= set(check_names(INSTALL_DRIVER))
 
 

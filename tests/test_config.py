@@ -80,7 +80,7 @@ def test_range() -> None:
         ("bogus", "unknown service 'bogus'"),
         ("0", "port 0 out of range"),
         ("70000", "port 70000 out of range"),
-        ("20-10", "range 20-10 is reversed"),
+        ("20-10", "range '20-10' is reversed"),
         ("631/sctp", "unknown protocol 'sctp'"),
         ("1-65535", "spans more than"),
         ("/tcp", "empty service name"),
@@ -145,7 +145,7 @@ def test_etc_overrides_vendor_and_dev_null_masks(tmp_path: Path) -> None:
         "dovecot": (Port(993, TCP),),
     }
     assert config.errors == []
-    assert next(r for r in config.reservations if r.name == "cups").source == etc / "cups"
+    assert next(r for r in config.reservations if r.name == "cups").source == str(etc / "cups")
 
 
 def test_directory_unreadable_file_and_fifo_are_errors_not_fatal(tmp_path: Path) -> None:
@@ -156,7 +156,7 @@ def test_directory_unreadable_file_and_fifo_are_errors_not_fatal(tmp_path: Path)
     os.mkfifo(etc / "fifo")
     config = load_config([etc], SERVICES)
     assert [r.name for r in config.reservations] == ["good"]
-    messages = {e.path.name: e.message for e in config.errors}
+    messages = {os.path.basename(e.path): e.message for e in config.errors}
     assert "is a directory" in messages["adir"]
     assert "cannot read" in messages["dangling"]
     assert "not a regular file" in messages["fifo"]

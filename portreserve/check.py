@@ -1,0 +1,52 @@
+"""portreserve check: the configuration as the generator sees it, every problem.
+
+The same code as the generator (generator.gather: config.load_config plus
+services(5)), so what check accepts is exactly what the next boot reserves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+from . import generator
+from .config import SERVICES_FILE, ConfigError, printable
+
+
+def as_json(errors: Sequence[ConfigError]) -> str:
+    # File names are bytes and JSON is text: bytes that are not UTF-8 appear
+    # as \xNN, as in the messages.
+    return json.dumps(
+        [{"file": printable(e.path), "line": e.line, "message": e.message, "severity": e.severity} for e in errors],
+        indent=2,
+    )
+
+
+def check(
+    config_dirs: Sequence[str] | None,
+    services_file: str = SERVICES_FILE,
+    user: bool = False,
+    json_output: bool = False,
+    out: TextIO | None = None,
+) -> int:
+    """Print every problem; 1 when there is any, 0 otherwise."""
+    try:
+        dirs = list(config_dirs) if config_dirs else generator.default_dirs(user)
+    except Exception as e:  # pyxdg missing or broken
+        print(f"portreserve check: cannot determine the configuration directories: {e}", file=sys.stderr)
+        return 1
+    config = generator.gather(dirs, services_file, user, required=bool(config_dirs))
+    stream = sys.stdout if out is None else out
+    if json_output:
+        print(as_json(config.errors), file=stream)
+    else:
+        for error in config.errors:
+            print(str(error), file=stream)
+    return 1 if config.errors else 0
+
+
+def run_check(args: argparse.Namespace) -> int:
+    return check(args.config_dir, args.services_file, args.user, args.json)
