@@ -330,7 +330,11 @@ scenario_isolate() {
     # A target that keeps a40's reservation and leaves every other one out.
     reserve a40 24040/tcp 24040/udp
     reserve a39 24039/tcp 24039/udp
-    check isolate.isolate timeout 60 systemctl isolate adv-isolate.target
+    # --no-block: the isolate transaction holds the driver's own start job,
+    # which ends only with the driver.
+    check isolate.isolate bash -c 'systemctl isolate --no-block adv-isolate.target &&
+        eventually bash -c "[ \"\$(systemctl show -P ActiveState adv-isolate.target)\" = active ]" &&
+        eventually bash -c "[ -z \"\$(systemctl list-jobs --no-legend | grep -v boot-driver.service)\" ]"'
     check isolate.kept_held held_eventually 24040/tcp 24040/udp
     check isolate.others_free eventually portcheck free 24039/tcp 24039/udp
     check isolate.release_kept release_then_free a40 24040/tcp 24040/udp
