@@ -84,6 +84,10 @@ def render_socket_unit(port: Port, owners: Sequence[Reservation], scope: Scope) 
         "StartLimitIntervalSec=0\n"
         "Conflicts=shutdown.target\n"
         f"Before=shutdown.target {' '.join(scope.before)}\n"
+        # Wants= too, not only After=: an admin's `systemctl start` (or
+        # restart) of this socket while the holder runs must make the holder
+        # step aside, or systemd refuses the start (F6).
+        f"Wants={STEP_ASIDE_UNIT}\n"
         f"After={STEP_ASIDE_UNIT}\n"
         f"PartOf={part_of}\n"
         "\n[Socket]\n"
