@@ -48,7 +48,9 @@ def config() -> tuple[dict[str, str | bytes | tuple[str | bytes, int]], dict[str
         # driver is in it (isolate cancels every job outside the transaction,
         # the driver's running start job included), with what it needs.
         "/etc/systemd/system/adv-isolate.target": (
-            "[Unit]\nDescription=isolate without most reservations\nAllowIsolate=yes\n"
+            # DefaultDependencies=no: a target is ordered after what it wants,
+            # and the driver's start job ends only with the driver.
+            "[Unit]\nDescription=isolate without most reservations\nAllowIsolate=yes\nDefaultDependencies=no\n"
             "Wants=portreserve@a40.target boot-driver.service adv-burst.target systemd-journald.service "
             "systemd-journald.socket systemd-journald-dev-log.socket\n"
         ),

@@ -102,7 +102,9 @@ scenario_daemon_reexec() {
     # A release in flight across a re-exec.
     portrelease a02 > /tmp/reexec.out 2>&1 & local p=$!
     systemctl daemon-reexec
-    check daemon_reexec.release_across bash -c "wait $p 2>/dev/null; rc=\$?; cat /tmp/reexec.out
+    local rc=0
+    wait "$p" || rc=$?
+    check daemon_reexec.release_across bash -c "cat /tmp/reexec.out; [ $rc = 0 ] &&
         flock /run/probe.lock portcheck free 24002/tcp 24002/udp"
     systemctl reset-failed portreserve.service 2>/dev/null
 }
@@ -334,7 +336,8 @@ scenario_isolate() {
     # which ends only with the driver.
     check isolate.isolate bash -c 'systemctl isolate --no-block adv-isolate.target &&
         eventually bash -c "[ \"\$(systemctl show -P ActiveState adv-isolate.target)\" = active ]" &&
-        eventually bash -c "[ -z \"\$(systemctl list-jobs --no-legend | grep -v boot-driver.service)\" ]"'
+        eventually bash -c "[ -z \"\$(systemctl list-jobs --no-legend | grep -v boot-driver.service)\" ]" ||
+        { systemctl list-jobs --no-pager; systemctl show -p ActiveState adv-isolate.target; exit 1; }'
     check isolate.kept_held held_eventually 24040/tcp 24040/udp
     check isolate.others_free eventually portcheck free 24039/tcp 24039/udp
     check isolate.release_kept release_then_free a40 24040/tcp 24040/udp
