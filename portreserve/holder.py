@@ -54,6 +54,9 @@ REQUEST_DEADLINE = 30.0
 # Between two bind checks of a port that should be free (a process forked by
 # PID 1 can hold a copy of its fds for a moment, docs/design.md).
 RECHECK_SECONDS = 0.002
+# Between two looks at ports let go of outside any request (an admin's stop),
+# until they can be bound or REQUEST_DEADLINE passed.
+WATCH_SECONDS = 0.05
 # Unit states in which systemd still holds the socket.
 HOLDING_STATES = ("active", "activating", "deactivating", "reloading")
 # Restarts of a stop job that did not take (replaced, or lost in a reload).
@@ -133,11 +136,17 @@ class Holder:
         # (not once per signal: a '*' of thousands of sockets brings thousands).
         self.dirty = False
         self.stop_tries: dict[str, int] = {}
-        self.releasing: set[Port] = set()  # closed or stopped by us, not yet seen free
+        # Ports we let go of (or had stopped), not yet seen free: until when a
+        # copy may still be closing (a process forked by PID 1, F8).  Watched
+        # even when no request waits, so that an entry never outlives the
+        # moment it could be bound: a port that its service took after that is
+        # "in use", not "still closing".
+        self.releasing: dict[Port, float] = {}
         self.ipv6 = net.has_ipv6()
         self.closing = False
         self.next_check: float | None = None
         self.reconnect_at: float | None = None
+        self.manager_fd: int | None = None  # registered in the selector
         # One fd kept in reserve: at the fd limit, accept() fails with EMFILE
         # and the pending connection would make the listener readable forever
         # (a busy loop); closing the reserve lets us accept and reset it.
@@ -211,7 +220,7 @@ class Holder:
         if port[1] == "udp" or entry.listening:
             self.selector.unregister(entry.sock)
         entry.sock.close()
-        self.releasing.add(port)
+        self.releasing[port] = time.monotonic() + REQUEST_DEADLINE
 
     # -- the manager ---------------------------------------------------------
 
@@ -232,7 +241,8 @@ class Holder:
         assert self.manager is not None
         self.reconnect_at = None
         if self.manager.connect():
-            self.selector.register(self.manager.fileno(), self._manager_events(), self._on_manager_io)
+            self.manager_fd = self.manager.fileno()
+            self.selector.register(self.manager_fd, self._manager_events(), self._on_manager_io)
         else:
             # Not there (yet), or its backlog is full at a busy boot: retry.
             self.reconnect_at = time.monotonic() + 0.1
@@ -269,10 +279,36 @@ class Holder:
             if self.view.get(names.socket_unit(*port)) not in HOLDING_STATES:
                 # Stopped before we could see it (or never a unit of ours).
                 self.drop(port)
+        self.drop_orphans()
         self.dirty = True
+
+    def drop_orphans(self) -> None:
+        """Ports that no name reserves any more (its file was removed, then
+        daemon-reload): systemd keeps such a socket unit active, "not-found",
+        and nothing would ever release it; portrelease no longer knows the
+        name.  Let go of them and stop their units."""
+        self.refresh_owners()
+        if self.owners_source is None:
+            return
+        owned = {p for ports in self.owners.values() for p in ports}
+        for port in [p for p in self.held if p not in owned]:
+            log.info(f"{net.port_text(port)} is no longer reserved by any name, releasing it")
+            self.drop(port)
+            self.stop(names.socket_unit(*port))
+
+    def _forget_manager_fd(self) -> None:
+        # The connection closed its socket already: its fd number is free and
+        # the next socket (the reconnection's, likely) may get it.
+        if self.manager_fd is not None:
+            try:
+                self.selector.unregister(self.manager_fd)
+            except (KeyError, ValueError):
+                pass
+            self.manager_fd = None
 
     def _on_manager_lost(self, why: str) -> None:
         log.warning(f"lost the connection to the service manager ({why}), reconnecting")
+        self._forget_manager_fd()
         self.synced = False
         self.stop_jobs.clear()
         if self.manager is not None and not self.closing:
@@ -434,13 +470,34 @@ class Holder:
 
     # -- answering -----------------------------------------------------------
 
+    def watch_releasing(self, now: float) -> None:
+        """Forget the ports we let go of once they can be bound (or after the
+        deadline); those that systemd still holds stay."""
+        for port, until in list(self.releasing.items()):
+            if now >= until:
+                del self.releasing[port]
+                continue
+            state = self.view.get(names.socket_unit(*port)) if self.view is not None else None
+            if state in HOLDING_STATES:
+                continue
+            try:
+                free = net.bindable(port, self.ipv6)
+            except OSError:
+                continue  # out of fds for a moment: look again next time
+            if free:
+                del self.releasing[port]
+
     def progress(self) -> None:
         """Move every waiting request on; answer those that are done."""
-        if not self.requests:
-            self.dirty = False
-            return
         self.dirty = False
         now = time.monotonic()
+        if not self.requests:
+            # Nobody waits: look at the ports let go of now and then, not at
+            # the pace a waiting request needs.
+            if self.releasing:
+                self.watch_releasing(now)
+            self.next_check = now + WATCH_SECONDS if self.releasing else None
+            return
         waiting = False
         for request in list(self.requests):
             if self.evaluate(request, now):
@@ -448,7 +505,9 @@ class Holder:
                 self.answer(request.address, protocol.Reply.outcomes(request.outcomes))
             else:
                 waiting = True
-        self.next_check = now + RECHECK_SECONDS if waiting else None
+        if self.releasing:
+            self.watch_releasing(now)
+        self.next_check = now + RECHECK_SECONDS if (waiting or self.releasing) else None
 
     def evaluate(self, request: Request, now: float) -> bool:
         """True once every port of the request has an outcome."""
@@ -460,7 +519,7 @@ class Holder:
             unit = names.socket_unit(*port)
             state = self.view.get(unit) if (managed and self.view is not None) else None
             if state in HOLDING_STATES:
-                self.releasing.add(port)
+                self.releasing[port] = now + REQUEST_DEADLINE
                 if not grouped:
                     self.stop(unit)
                 if now >= request.deadline:
@@ -476,7 +535,7 @@ class Holder:
                 continue
             if free:
                 request.outcomes[port] = protocol.FREE
-                self.releasing.discard(port)
+                self.releasing.pop(port, None)
             elif port in self.releasing and now < request.deadline:
                 continue  # we just let go of it: a copy may still be closing
             elif port in self.releasing:
@@ -539,8 +598,7 @@ class Holder:
                 key.data()
         now = time.monotonic()
         if self.reconnect_at is not None and now >= self.reconnect_at:
-            if self.manager is not None and self.manager.sock is not None:
-                self.selector.unregister(self.manager.fileno())
+            self._forget_manager_fd()
             self._connect()
         if self.dirty or (self.next_check is not None and now >= self.next_check):
             self.progress()

@@ -101,6 +101,11 @@ class Connection:
             sock.close()
             return False
         self.sock = sock
+        # A new connection starts clean: nothing left of the one that was lost.
+        self.parser = Parser()
+        self.outgoing.clear()
+        self.ready = False
+        self.closed = False
         self.auth = Authenticator()
         self._flush_auth()
         return True

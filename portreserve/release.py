@@ -280,11 +280,28 @@ class Release:
         return replies
 
     def send(self, name: str) -> socket.socket | str | None:
-        """A socket with the request sent; an error text; None when there is
-        no holder to send it to."""
+        """A socket with the request sent (or, when the holder's queue stayed
+        full until the deadline, not sent: no answer will come); an error
+        text; None when there is no holder to send it to."""
         sock = protocol.client_socket()
         try:
-            sock.sendto(name.encode("utf-8", "surrogateescape"), self.control)
+            # Connected and non-blocking: a blocking sendto() to a datagram
+            # socket whose queue is full (net.unix.max_dgram_qlen, 10 by
+            # default) waits for the holder to read, past any deadline; a
+            # connected socket polls writable only once the queue has room.
+            # The holder answers from that same socket, so the answer passes.
+            sock.connect(self.control)
+            sock.setblocking(False)
+            data = name.encode("utf-8", "surrogateescape")
+            while True:
+                try:
+                    sock.send(data)
+                    break
+                except BlockingIOError:
+                    left = self.deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    select.select([], [sock], [], left)
         except (FileNotFoundError, ConnectionRefusedError):
             sock.close()
             return None

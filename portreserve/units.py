@@ -120,6 +120,10 @@ def render_socket_unit(port: Port, owners: list[Reservation], scope: Scope) -> s
                 "StartLimitIntervalSec=0",
                 "Conflicts=shutdown.target",
                 f"Before=shutdown.target {' '.join(scope.before)}",
+                # Wants= too, not only After=: an admin's `systemctl start` (or
+                # restart) of this socket while the holder runs must make the
+                # holder step aside, or systemd refuses the start (F6).
+                f"Wants={STEP_ASIDE_UNIT}",
                 # After portreserve.target: stopping it (portrelease '*') ends only
                 # once every socket is closed, one job to wait for, not thousands.
                 f"After={STEP_ASIDE_UNIT} {ALL_UNIT}",

@@ -1,0 +1,105 @@
+"""An adversary's boot: a hostile but ordinary admin against the holder,
+portrelease and step-aside (the review of issue 8).
+
+One boot runs tests/guest/adversary.sh, whose scenario_* functions each record
+their checks under their own name; every check of a scenario must be "ok".
+The boot has 200 consumers that each run portrelease at boot; 1000 more
+reservations come with a `portreserve reload` late in the run.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from boot import BootResult, boot
+
+pytestmark = pytest.mark.boot
+
+REPO = Path(__file__).resolve().parent.parent
+GUEST = REPO / "tests" / "guest"
+DRIVER = (GUEST / "adversary.sh").read_text()
+SCENARIOS = re.findall(r"^scenario_(\w+)\(\)", DRIVER, re.MULTILINE)
+HOSTILE_NAMES = [" lead", "sp ace", "trail ", "café", "日本語", "tab\tx", "back\\slash"]
+BURST = 200
+
+
+def config() -> tuple[dict[str, str | bytes | tuple[str | bytes, int]], dict[str, str]]:
+    files: dict[str, str | bytes | tuple[str | bytes, int]] = {
+        "/usr/local/bin/portcheck": ((GUEST / "portcheck").read_text(), 0o755),
+        "/usr/local/bin/adv-flood": ((GUEST / "adv-flood").read_text(), 0o755),
+        "/usr/local/lib/boot-tests/lib.sh": (GUEST / "lib.sh").read_text(),
+        # Consumers started at boot: portrelease in ExecStartPre= (a failure
+        # fails the unit), then a check that the port can be bound.
+        "/etc/systemd/system/adv-burst@.service": (
+            "[Unit]\nDescription=burst consumer %i\n"
+            "[Service]\nType=oneshot\nRemainAfterExit=yes\n"
+            "ExecStartPre=/usr/sbin/portrelease b%i\nExecStart=/usr/local/bin/portcheck free 25%i/tcp\n"
+        ),
+        "/etc/systemd/system/adv-burst.target": "[Unit]\nDescription=burst of consumers\n",
+        # A consumer that Requires= the holder (the original's units did).
+        "/etc/systemd/system/adv-requires.service": (
+            "[Unit]\nRequires=portreserve.service\nAfter=portreserve.service\n"
+            "[Service]\nExecStart=/bin/sleep infinity\n"
+        ),
+        # Keeps a40's reservation, leaves every other reservation out.  The
+        # driver is in it (isolate cancels every job outside the transaction,
+        # the driver's running start job included), with what it needs.
+        "/etc/systemd/system/adv-isolate.target": (
+            # DefaultDependencies=no: a target is ordered after what it wants,
+            # and the driver's start job ends only with the driver.
+            "[Unit]\nDescription=isolate without most reservations\nAllowIsolate=yes\nDefaultDependencies=no\n"
+            "Wants=portreserve@a40.target boot-driver.service adv-burst.target systemd-journald.service "
+            "systemd-journald.socket systemd-journald-dev-log.socket\n"
+        ),
+    }
+    symlinks: dict[str, str] = {}
+    for i in range(1, BURST + 1):
+        symlinks[f"/etc/systemd/system/adv-burst.target.wants/adv-burst@{i:03d}.service"] = (
+            "/etc/systemd/system/adv-burst@.service"
+        )
+        files[f"/etc/portreserve/b{i:03d}"] = f"{25000 + i}/tcp\n"
+    for i in range(1, 41):
+        files[f"/etc/portreserve/a{i:02d}"] = f"{24000 + i}/tcp\n{24000 + i}/udp\n"
+    for i, name in enumerate(HOSTILE_NAMES, start=1):
+        files[f"/etc/portreserve/{name}"] = f"{26000 + i}/tcp\n"
+    return files, symlinks
+
+
+@pytest.fixture(scope="module")
+def destdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    dest = tmp_path_factory.mktemp("destdir")
+    subprocess.run(["make", "-s", "install", f"DESTDIR={dest}", "PREFIX=/usr"], cwd=REPO, check=True)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def adversary(destdir: Path, tmp_path_factory: pytest.TempPathFactory) -> BootResult:
+    files, symlinks = config()
+    return boot(
+        tmp_path_factory.mktemp("adversary"),
+        files=files,
+        symlinks=symlinks,
+        install=destdir,
+        driver=DRIVER,
+        driver_after=["adv-burst.target"],
+        timeout=600,
+    )
+
+
+def test_driver_defines_the_scenarios_it_runs() -> None:
+    listed = re.search(r"^SCENARIOS=\(\n(.*?)\n\)", DRIVER, re.MULTILINE | re.DOTALL)
+    assert listed is not None
+    assert sorted(listed.group(1).split()) == sorted(SCENARIOS)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_adversary(adversary: BootResult, scenario: str) -> None:
+    checks = sorted((adversary.results_dir / "checks").glob(f"{scenario}.*"))
+    assert checks, f"scenario {scenario} recorded no check; driver log:\n{adversary.read('driver.log')[-3000:]}"
+    failed = {c.name: c.read_text() for c in checks if not c.read_text().startswith("ok")}
+    assert not failed, (
+        "\n".join(f"{k}:\n{v}" for k, v in failed.items()) + "\n--- journal ---\n" + adversary.journal[-8000:]
+    )
