@@ -494,6 +494,7 @@ class Holder:
 
     def run(self) -> None:
         self.reserve_fd = _open_reserve()
+        self.notify_status()  # step() sends it only after the first event
         while self.held or self.requests:
             self.step()
         # Holding nothing, nobody waiting: answer what is queued, then leave.
