@@ -221,6 +221,9 @@ class Release:
         if not reply.ok:
             self.fail(f"the holder refused '{name}': {reply.error}")
             return
+        if not reply.ports and not reply.more:
+            self.say(f"{name}: nothing reserved")
+            return
         for port, outcome in sorted(reply.ports.items()):
             where = f"{net.port_text(port)} ({name})"
             if outcome == protocol.BUSY:
