@@ -624,6 +624,7 @@ def start_holder(
     args: Sequence[str] = ("-d",),
     command: Sequence[str] | None = None,
     notify: NotifyListener | None = None,
+    env: dict[str, str] | None = None,
 ) -> Holder:
     """Start `portreserve hold` the way systemd starts portreserve.service:
     the sockets at fds 3.. (the control socket last) with LISTEN_FDS,
@@ -638,7 +639,8 @@ def start_holder(
     `nofile_soft` sets the child's RLIMIT_NOFILE soft limit, like systemd's
     LimitNOFILE= (default 1024) does.  `command` replaces the interpreter and
     its first arguments (e.g. to run it under unshare); `notify` is a
-    NotifyListener of the test's (say, one whose queue it filled).
+    NotifyListener of the test's (say, one whose queue it filled); `env`
+    adds to the child's environment.
     """
     serial = next(_SERIAL)
     notify = notify or NotifyListener(workdir / f"notify-{serial}")
@@ -652,13 +654,13 @@ def start_holder(
     inodes = {spec(port_of(sock)): socket_inode(sock) for sock in sockets if sock.family != socket.AF_UNIX}
     fds = [sock.fileno() for sock, _name in passed]
     fdnames = ":".join(name for _sock, name in passed)
-    env = child_env()
+    environ = child_env(**(env or {}))
 
     def preexec() -> None:
         _move_fds(fds)
         # Now, in the child: os.environ is the child's and exec uses it.
         os.environ.clear()
-        os.environ.update(env)
+        os.environ.update(environ)
         os.environ["LISTEN_PID"] = str(os.getpid())
         os.environ["LISTEN_FDS"] = str(len(fds))
         os.environ["LISTEN_FDNAMES"] = fdnames
