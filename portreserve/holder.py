@@ -449,7 +449,7 @@ class Holder:
                 if now >= request.deadline:
                     request.outcomes[port] = protocol.BUSY
                 continue
-            if net.bindable(port, self.ipv6):
+            if self.bindable(port):
                 request.outcomes[port] = protocol.FREE
                 self.releasing.discard(port)
             elif port in self.releasing and now < request.deadline:
@@ -461,6 +461,22 @@ class Holder:
             else:
                 request.outcomes[port] = protocol.IN_USE  # released earlier; its service has it now
         return len(request.outcomes) == len(request.ports)
+
+    def bindable(self, port: Port) -> bool:
+        """net.bindable(), also at the fd limit: the probe socket then takes
+        the reserve fd's place (EMFILE would otherwise end the holder)."""
+        try:
+            return net.bindable(port, self.ipv6)
+        except OSError as e:
+            if e.errno not in (errno.EMFILE, errno.ENFILE) or self.reserve_fd is None:
+                raise
+        os.close(self.reserve_fd)
+        try:
+            return net.bindable(port, self.ipv6)
+        except OSError:
+            return False  # cannot tell now: checked again, 'busy' at the deadline
+        finally:
+            self.reserve_fd = _open_reserve()
 
     def answer(self, address: str | None, reply: protocol.Reply) -> None:
         if address is None or self.control is None:
