@@ -608,6 +608,8 @@ def _move_fds(fds: Sequence[int]) -> None:
         os.dup2(fd, target, inheritable=True)
     for fd in moved:
         os.close(fd)
+    # Nothing else is inherited, as from systemd (our own stdio aside).
+    os.closerange(3 + len(fds), resource.getrlimit(resource.RLIMIT_NOFILE)[0])
 
 
 def start_holder(
