@@ -989,7 +989,7 @@ def test_a_full_journal_socket_never_delays_an_answer(reaper: Reaper, workdir: P
             journal.recv(65536)
     assert holder.ask("mail").ports == {f"{p2}/tcp": "free"}
     journal.settimeout(10)
-    lines = []
+    lines: list[bytes] = []
     while not any(b"released" in line and b"mail" in line for line in lines):
         lines.append(journal.recv(65536))
     entry = lines[-1]
