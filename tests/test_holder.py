@@ -637,7 +637,7 @@ def pid1_closes(socks: list[socket.socket], after: float, gap: float = 0.0) -> t
     return thread
 
 
-Arrival = tuple[Answer, dict[str, int]]  # the answer, and errno of a fresh bind of each port when it arrived
+Arrival = tuple[str, dict[str, int]]  # the answer, and errno of a fresh bind of each port when it arrived
 
 
 def collect(clients: dict[Client, list[Port]], timeout: float = 15.0) -> dict[Client, Arrival]:
@@ -655,7 +655,7 @@ def collect(clients: dict[Client, list[Port]], timeout: float = 15.0) -> dict[Cl
             client = waiting.pop(fd)
             data = client.sock.recv(1 << 20).decode("utf-8", "surrogateescape")
             binds = {spec(p): fresh_bind_errno(p) for p in clients[client]}
-            got[client] = (parse_reply(data), binds)
+            got[client] = (data, binds)
     return got
 
 
@@ -676,8 +676,9 @@ def stopped(pid: int) -> contextlib.AbstractContextManager[None]:
 def assert_true_answers(got: dict[Client, Arrival], asked: dict[Client, list[Port]], what: str) -> None:
     assert len(got) == len(asked), f"{what}: {len(asked) - len(got)} request(s) never answered"
     for client, ports in asked.items():
-        answer, binds = got[client]
-        assert binds == dict.fromkeys(map(spec, ports), 0), f"{what}: answered while not bindable: {binds}"
+        raw, binds = got[client]
+        assert binds == dict.fromkeys(map(spec, ports), 0), f"{what}: answered {raw!r} while not bindable: {binds}"
+        answer = parse_reply(raw)
         assert answer.head == "OK", (what, answer)
         assert answer.ports == dict.fromkeys(map(spec, ports), "free"), (what, answer)
 
