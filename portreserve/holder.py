@@ -132,6 +132,7 @@ class Holder:
         self.closing = False
         self.next_check: float | None = None
         self.reconnect_at: float | None = None
+        self.manager_fd: int | None = None  # registered in the selector
         # One fd kept in reserve: at the fd limit, accept() fails with EMFILE
         # and the pending connection would make the listener readable forever
         # (a busy loop); closing the reserve lets us accept and reset it.
@@ -224,7 +225,8 @@ class Holder:
         assert self.manager is not None
         self.reconnect_at = None
         if self.manager.connect():
-            self.selector.register(self.manager.fileno(), self._manager_events(), self._on_manager_io)
+            self.manager_fd = self.manager.fileno()
+            self.selector.register(self.manager_fd, self._manager_events(), self._on_manager_io)
         else:
             # Not there (yet), or its backlog is full at a busy boot: retry.
             self.reconnect_at = time.monotonic() + 0.1
@@ -263,7 +265,19 @@ class Holder:
                 self.drop(port)
         self.progress()
 
+    def _forget_manager_fd(self) -> None:
+        # The connection closes its socket itself when it is lost: forget the
+        # fd by number, or the next connection's fd (often the same number)
+        # cannot be registered.
+        if self.manager_fd is not None:
+            try:
+                self.selector.unregister(self.manager_fd)
+            except KeyError:
+                pass
+            self.manager_fd = None
+
     def _on_manager_lost(self, why: str) -> None:
+        self._forget_manager_fd()
         log.warning(f"lost the connection to the service manager ({why}), reconnecting")
         self.synced = False
         self.stop_jobs.clear()
@@ -527,8 +541,7 @@ class Holder:
             key.data()
         now = time.monotonic()
         if self.reconnect_at is not None and now >= self.reconnect_at:
-            if self.manager is not None and self.manager.sock is not None:
-                self.selector.unregister(self.manager.fileno())
+            self._forget_manager_fd()
             self._connect()
         if self.next_check is not None and now >= self.next_check:
             self.progress()
