@@ -58,7 +58,7 @@ def test_hostile_requests_never_crash_the_holder_and_every_reply_parses(reaper: 
     every = {f"{p}/{proto}" for ports in owners.values() for p, proto in ports}
     counts = {"ok": 0, "err": 0}
 
-    @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=400, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     @given(
         data=REQUESTS.filter(lambda d: d not in (b"*", *(n.encode() for n in KEEP))),
         forged=st.sampled_from([None, "own", "other"]),
@@ -90,7 +90,7 @@ def test_hostile_requests_never_crash_the_holder_and_every_reply_parses(reaper: 
     assert "Traceback" not in holder.stderr()
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, database=None)
 @given(
     st.dictionaries(
         st.tuples(st.integers(1, 65535), st.sampled_from(["tcp", "udp"])),

@@ -145,7 +145,7 @@ def argparse_result(argv: list[str]) -> tuple[object, ...] | None:
             return None
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1500, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(ARG_TOKENS, max_size=6))
 def test_fast_parser_agrees_with_argparse(argv: list[str]) -> None:
     """parse_fast handles the common forms itself and returns None for the
