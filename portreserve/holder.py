@@ -526,9 +526,9 @@ class Holder:
                     request.outcomes[port] = protocol.BUSY
                 continue
             try:
-                free = net.bindable(port, self.ipv6)
+                free = self.bindable(port)
             except OSError as e:
-                # Out of fds or memory for the probe: try again at the next check.
+                # No memory for the probe, or the like: try again at the next check.
                 log.debug(f"cannot check {net.port_text(port)}: {e}")
                 if now >= request.deadline:
                     request.outcomes[port] = protocol.BUSY
@@ -546,6 +546,22 @@ class Holder:
                 request.outcomes[port] = protocol.IN_USE  # released earlier; its service has it now
         request.pending.difference_update(request.outcomes)
         return not request.pending
+
+    def bindable(self, port: Port) -> bool:
+        """net.bindable(), also at the fd limit: the probe socket then takes
+        the reserve fd's place (EMFILE would otherwise end the holder)."""
+        try:
+            return net.bindable(port, self.ipv6)
+        except OSError as e:
+            if e.errno not in (errno.EMFILE, errno.ENFILE) or self.reserve_fd is None:
+                raise
+        os.close(self.reserve_fd)
+        try:
+            return net.bindable(port, self.ipv6)
+        except OSError:
+            return False  # cannot tell now: checked again, 'busy' at the deadline
+        finally:
+            self.reserve_fd = _open_reserve()
 
     def answer(self, address: str | None, reply: protocol.Reply) -> None:
         if address is None or self.control is None:
@@ -579,6 +595,7 @@ class Holder:
 
     def run(self) -> None:
         self.reserve_fd = _open_reserve()
+        self.notify_status()  # step() sends it only after the first event
         while self.held or self.requests:
             self.step()
         # Holding nothing, nobody waiting: answer what is queued, then leave.

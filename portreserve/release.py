@@ -88,16 +88,29 @@ def parse_fast(argv: Sequence[str]) -> Options | None:
     opts = Options()
     opts.names = []
     scopes = 0
+    # argparse takes names between options (parse_intermixed_args), except
+    # with '--', where only plain parse_args is right: one run of names.
+    option_after_name = interleaved = False
     args = iter(argv)
     for arg in args:
         if arg == "--":
-            opts.names += list(args)
-        elif arg in ("-v", "--verbose"):
+            rest = list(args)
+            if interleaved or option_after_name:
+                return None
+            opts.names += rest
+            continue
+        if not arg.startswith("-") or arg == "-":
+            interleaved = interleaved or option_after_name
+        elif opts.names:
+            option_after_name = True
+        if arg in ("-v", "--verbose"):
             opts.verbose = True
         elif arg in ("-t", "--timeout", "--socket") or arg.startswith(("--timeout=", "--socket=")):
             key, eq, value = arg.partition("=")
             if not eq:
-                value = next(args, "")
+                value = next(args, "-")
+                if value.startswith("-"):
+                    return None  # argparse decides: an option, or a negative number
             if key == "--socket":
                 if not value:
                     return None
@@ -119,10 +132,19 @@ def parse_fast(argv: Sequence[str]) -> Options | None:
     return opts
 
 
+def parse_slow(argv: Sequence[str]) -> Options:
+    """argparse, for what parse_fast leaves; exits on --help and errors.
+    Names and options in any order (`portrelease a -v b`), as parse_fast
+    takes them; but parse_intermixed_args mishandles '--' (Python 3.11)."""
+    if "--" in argv:
+        return build_parser().parse_args(argv, namespace=Options())
+    return build_parser().parse_intermixed_args(argv, namespace=Options())
+
+
 def parse_args(argv: Sequence[str]) -> Options:
     opts = parse_fast(argv)
     if opts is None:
-        opts = build_parser().parse_args(argv, namespace=Options())  # exits on --help and errors
+        opts = parse_slow(argv)
     if not opts.timeout > 0 or opts.timeout == float("inf"):
         build_parser().error("--timeout must be a positive number of seconds")
     if opts.user is None:
@@ -214,6 +236,9 @@ class Release:
             return
         if not reply.ok:
             self.fail(f"the holder refused '{name}': {reply.error}")
+            return
+        if not reply.ports and not reply.more:
+            self.say(f"{name}: nothing reserved")
             return
         told = [
             p

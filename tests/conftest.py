@@ -3,6 +3,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# No example database in the tree: a test run leaves nothing behind.
+settings.register_profile("portreserve", database=None)
+settings.load_profile("portreserve")
 
 # Make tests/ importable (`from boot import boot`) in every pytest import mode.
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -35,12 +35,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 CONTROL_FDNAME = "portreserve-control"
+RESERVED_FDNAME = "portreserve-port"
 UCRED = struct.Struct("3i")  # struct ucred {pid_t pid; uid_t uid; gid_t gid;}
 
 # Candidate ports: high, but below the kernel's ephemeral range (32768-60999 by
@@ -48,7 +49,16 @@ UCRED = struct.Struct("3i")  # struct ucred {pid_t pid; uid_t uid; gid_t gid;}
 # moment a test picks it and the moment the holder binds it.
 PORT_RANGE = (20000, 32000)
 
-HOLDER_ENV_DROP = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC")
+# INVOCATION_ID too: with it the holder would look for a service manager to watch.
+HOLDER_ENV_DROP = (
+    "LISTEN_PID",
+    "LISTEN_FDS",
+    "LISTEN_FDNAMES",
+    "NOTIFY_SOCKET",
+    "WATCHDOG_PID",
+    "WATCHDOG_USEC",
+    "INVOCATION_ID",
+)
 
 
 # -- environment ---------------------------------------------------------------
@@ -455,17 +465,80 @@ def ask(path: Path, text: str | bytes, timeout: float = 5.0) -> str:
         return client.ask(text, timeout)
 
 
-def parse_reply(reply: str) -> tuple[str, dict[str, list[str]]]:
-    """('OK' or 'ERR reason', {'PORT/PROTO': [names]})."""
-    lines = reply.splitlines()
-    ports = {}
-    for line in lines[1:]:
-        spec, _, names = line.partition(" ")
-        ports[spec] = [n for n in names.split(",") if n]
-    return (lines[0] if lines else ""), ports
+OUTCOMES = ("free", "in-use", "taken", "busy", "held")
+
+
+@dataclasses.dataclass
+class Answer:
+    """A reply of the holder, parsed strictly by the protocol's rules
+    (protocol.py's docstring), independently of protocol.Reply.decode."""
+
+    head: str  # OK, RETRY, or ERR reason
+    ports: dict[str, str]  # 'PORT/PROTO' -> outcome
+    more: int = 0  # '+N': freed ports not listed
+
+
+def parse_reply(reply: str) -> Answer:
+    """Raises ValueError for anything the protocol does not allow."""
+    if not reply.endswith("\n"):
+        raise ValueError(f"reply without its final newline: {reply!r}")
+    head, *lines = reply[:-1].split("\n")
+    if head.startswith("ERR "):
+        if lines or not head[4:]:
+            raise ValueError(f"bad ERR reply: {reply!r}")
+        return Answer(head, {})
+    if head not in ("OK", "RETRY") or (head == "RETRY" and lines):
+        raise ValueError(f"bad reply: {reply!r}")
+    answer = Answer(head, {})
+    seen_free = False
+    for i, line in enumerate(lines):
+        if line.startswith("+"):
+            if i != len(lines) - 1 or not line[1:].isdigit() or int(line[1:]) <= 0:
+                raise ValueError(f"bad '+N' line {line!r} in {reply!r}")
+            answer.more = int(line[1:])
+            continue
+        spec, _, outcome = line.partition(" ")
+        number, _, proto = spec.partition("/")
+        if not (number.isdigit() and 0 < int(number) < 65536 and proto in ("tcp", "udp") and outcome in OUTCOMES):
+            raise ValueError(f"bad port line {line!r} in {reply!r}")
+        if spec in answer.ports:
+            raise ValueError(f"{spec} twice in {reply!r}")
+        if outcome == "free":
+            seen_free = True
+        elif seen_free:
+            raise ValueError(f"freed ports must come last: {reply!r}")
+        answer.ports[spec] = outcome
+    return answer
 
 
 # -- the holder under "systemd" (LISTEN_FDS) ------------------------------------------
+
+Port = tuple[int, str]
+
+
+def spec(port: Port) -> str:
+    return f"{port[0]}/{port[1]}"
+
+
+def port_of(sock: socket.socket) -> Port:
+    return sock.getsockname()[1], "tcp" if sock.type == socket.SOCK_STREAM else "udp"
+
+
+def fresh_bind_errno(port: Port) -> int:
+    """Can a fresh server bind the port now, IPv4 and IPv6 ([::] dual-stack,
+    no SO_REUSEADDR)?  0, or the errno."""
+    return bind_errno(port[1], port[0], socket.AF_INET6)
+
+
+def write_map(directory: Path, owners: dict[str, list[Port]]) -> Path:
+    """The generator's reservation map, written with the generator's own code."""
+    from portreserve import names
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / (names.MAP_FILE + ".tmp")
+    tmp.write_text(names.format_map(list(owners.items())))
+    tmp.rename(directory / names.MAP_FILE)  # replaced at once, as the holder may read it any time
+    return directory
 
 
 @dataclasses.dataclass
@@ -474,6 +547,8 @@ class Holder:
     log: Path
     notify: NotifyListener
     control: Path | None
+    generator_dir: Path
+    inodes: dict[str, int]  # 'PORT/PROTO' -> inode of the socket passed for it
 
     @property
     def pid(self) -> int:
@@ -486,6 +561,14 @@ class Holder:
 
     def stderr(self) -> str:
         return self.log.read_text(errors="replace")
+
+    def held(self) -> set[str]:
+        """The passed sockets the holder still has open, by its /proc fds."""
+        try:
+            open_ = socket_inodes_of(self.pid)
+        except FileNotFoundError:
+            return set()
+        return {key for key, inode in self.inodes.items() if inode in open_}
 
     def wait_ready(self, timeout: float = 15.0) -> dict[str, str]:
         try:
@@ -501,8 +584,14 @@ class Holder:
         except subprocess.TimeoutExpired:
             raise AssertionError(f"holder still running after {timeout} s\n{self.stderr()}") from None
 
-    def ask(self, text: str | bytes, timeout: float = 5.0) -> str:
-        return ask(self.control_path, text, timeout)
+    def ask(self, text: str | bytes, timeout: float = 5.0) -> Answer:
+        return parse_reply(ask(self.control_path, text, timeout))
+
+    def assert_released(self, ports: Iterable[Port]) -> None:
+        """Released: not among the holder's fds, and bindable by a fresh socket."""
+        for port in ports:
+            assert spec(port) not in self.held(), f"{spec(port)} still held by the holder"
+            assert fresh_bind_errno(port) == 0, f"{spec(port)}: {errno_name(fresh_bind_errno(port))}"
 
 
 _SERIAL = itertools.count()
@@ -519,54 +608,85 @@ def _move_fds(fds: Sequence[int]) -> None:
         os.dup2(fd, target, inheritable=True)
     for fd in moved:
         os.close(fd)
+    # Nothing else is inherited, as from systemd (our own stdio aside).
+    os.closerange(3 + len(fds), resource.getrlimit(resource.RLIMIT_NOFILE)[0])
 
 
 def start_holder(
     reaper: Reaper,
     workdir: Path,
-    sockets: Sequence[tuple[socket.socket, str]],
+    sockets: Sequence[socket.socket],
+    owners: dict[str, list[Port]] | None = None,
     *,
+    control: socket.socket | None = None,
+    keep: bool = False,
+    fdname: str = RESERVED_FDNAME,
+    generator_dir: Path | None = None,
     nofile_soft: int | None = None,
     args: Sequence[str] = ("-d",),
+    command: Sequence[str] | None = None,
+    notify: NotifyListener | None = None,
+    env: dict[str, str] | None = None,
 ) -> Holder:
     """Start `portreserve hold` the way systemd starts portreserve.service:
-    the sockets at fds 3.. with LISTEN_FDS, LISTEN_FDNAMES and LISTEN_PID (set in
-    the child, to the child's own pid), NOTIFY_SOCKET to a listener of ours.
+    the sockets at fds 3.. (the control socket last) with LISTEN_FDS,
+    LISTEN_FDNAMES and LISTEN_PID (set in the child, to the child's own pid),
+    NOTIFY_SOCKET to a listener of ours, the generator's map of `owners` in
+    `generator_dir` (default: a new directory in workdir).
 
-    `sockets` are (socket, fdname); a socket named portreserve-control is taken as
-    the control socket.  The test keeps its own copies, as systemd does (facts §1).
+    The test's own copies of the reserved sockets are closed once the child
+    has them (Popen returns after exec), as systemd-socket-activate does,
+    unless `keep`: then the test plays PID 1, whose copy keeps the port bound
+    until it closes it.  The control socket is never closed here.
     `nofile_soft` sets the child's RLIMIT_NOFILE soft limit, like systemd's
-    LimitNOFILE= (default 1024) does.
+    LimitNOFILE= (default 1024) does.  `command` replaces the interpreter and
+    its first arguments (e.g. to run it under unshare); `notify` is a
+    NotifyListener of the test's (say, one whose queue it filled); `env`
+    adds to the child's environment.
     """
     serial = next(_SERIAL)
-    notify = NotifyListener(workdir / f"notify-{serial}")
+    notify = notify or NotifyListener(workdir / f"notify-{serial}")
     log = workdir / f"holder-{serial}.log"
-    control = None
-    for sock, name in sockets:
-        if name == CONTROL_FDNAME:
-            control = Path(sock.getsockname())
-    fds = [sock.fileno() for sock, _name in sockets]
-    names = ":".join(name for _sock, name in sockets)
-    env = child_env()
+    gen = write_map(generator_dir or workdir / f"gen-{serial}", owners or {}) if owners is not None else generator_dir
+    if gen is None:
+        gen = workdir / f"gen-{serial}"  # no map at all
+    passed = [(sock, fdname) for sock in sockets]
+    if control is not None:
+        passed.append((control, CONTROL_FDNAME))
+    inodes = {spec(port_of(sock)): socket_inode(sock) for sock in sockets if sock.family != socket.AF_UNIX}
+    fds = [sock.fileno() for sock, _name in passed]
+    fdnames = ":".join(name for _sock, name in passed)
+    environ = child_env(**(env or {}))
 
     def preexec() -> None:
         _move_fds(fds)
         # Now, in the child: os.environ is the child's and exec uses it.
         os.environ.clear()
-        os.environ.update(env)
+        os.environ.update(environ)
         os.environ["LISTEN_PID"] = str(os.getpid())
         os.environ["LISTEN_FDS"] = str(len(fds))
-        os.environ["LISTEN_FDNAMES"] = names
+        os.environ["LISTEN_FDNAMES"] = fdnames
         os.environ["NOTIFY_SOCKET"] = str(notify.path)
         if nofile_soft is not None:
             hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
             resource.setrlimit(resource.RLIMIT_NOFILE, (nofile_soft, hard))
 
+    argv = [
+        *(command or [PYTHON]),
+        "-m",
+        "portreserve",
+        "hold",
+        # --socket is not used under systemd (the control socket is the one
+        # passed): a path in workdir, so that nothing outside it is touched.
+        "--socket",
+        str(workdir / f"unused-{serial}"),
+        "--generator-dir",
+        str(gen),
+        *args,
+    ]
     with open(log, "wb") as stderr:
         proc = subprocess.Popen(
-            # --socket only keeps the holder's run-time files (a pidfile) in
-            # workdir; under systemd the control socket is the one passed.
-            [PYTHON, "-m", "portreserve", "hold", "--socket", str(workdir / "ctl"), *args],
+            argv,
             preexec_fn=preexec,
             close_fds=False,  # _move_fds put the sockets where the child expects them
             stdin=subprocess.DEVNULL,
@@ -575,7 +695,10 @@ def start_holder(
             cwd=workdir,
         )
     reaper.popen(proc)
-    return Holder(proc, log, notify, control)
+    if not keep:
+        for sock in sockets:
+            sock.close()
+    return Holder(proc, log, notify, Path(control.getsockname()) if control is not None else None, gen, inodes)
 
 
 # -- the command-line tools -------------------------------------------------------------
@@ -584,27 +707,31 @@ PORTRELEASE = [PYTHON, "-c", "import sys; from portreserve.release import main; 
 PORTRESERVE = [PYTHON, "-m", "portreserve"]
 
 
-def run(argv: Sequence[str], timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+def run(
+    argv: Sequence[str], timeout: float = 30.0, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         list(argv),
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=child_env(),
+        env=child_env(**(env or {})),
         stdin=subprocess.DEVNULL,
         cwd=ROOT,  # `python -m` puts the cwd first on sys.path: make it this tree
     )
 
 
-def portrelease(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
-    return run([*PORTRELEASE, *args], timeout=timeout)
+def portrelease(
+    *args: str, timeout: float = 30.0, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return run([*PORTRELEASE, *args], timeout=timeout, env=env)
 
 
 def portreserve(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
     return run([*PORTRESERVE, *args], timeout=timeout)
 
 
-def write_config(directory: Path, files: dict[str, Iterable[str] | str]) -> Path:
+def write_config(directory: Path, files: Mapping[str, Iterable[str] | str]) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     for name, lines in files.items():
         text = lines if isinstance(lines, str) else "".join(f"{line}\n" for line in lines)
@@ -614,3 +741,13 @@ def write_config(directory: Path, files: dict[str, Iterable[str] | str]) -> Path
 
 def errno_name(number: int) -> str:
     return errno.errorcode.get(number, str(number)) if number else "bound"
+
+
+def user_runtime(runtime: Path) -> tuple[Path, Path, dict[str, str]]:
+    """A user manager's runtime layout under `runtime` ($XDG_RUNTIME_DIR):
+    (generator dir, control socket path, environment for `portrelease --user`),
+    so that portrelease takes its under-systemd path against a test holder."""
+    gen = runtime / "systemd" / "generator"
+    gen.mkdir(parents=True, exist_ok=True)
+    (runtime / "portreserve").mkdir(exist_ok=True)
+    return gen, runtime / "portreserve" / "socket", {"XDG_RUNTIME_DIR": str(runtime)}

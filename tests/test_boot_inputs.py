@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from boot import BootResult, boot
+from scenarios import Driver, assert_scenario
 
 pytestmark = pytest.mark.boot
 
@@ -37,10 +38,9 @@ FILES: dict[str, str | bytes | tuple[str | bytes, int]] = {
     "/etc/portreserve/caf\udce9": "21002/tcp\n",  # the byte 0xe9 alone: not UTF-8
 }
 
+INPUTS = Driver(REPO / "tests" / "guest" / "inputs-driver.sh")
 DRIVER = (
-    (REPO / "tests" / "guest" / "inputs-driver.sh")
-    .read_text()
-    .replace("@LONGEST@", LONGEST)
+    INPUTS.text.replace("@LONGEST@", LONGEST)
     .replace("@LOW@", str(LOW))
     .replace("@HIGH@", str(HIGH))
     .replace("@SPACED@", SPACED)
@@ -54,38 +54,12 @@ def booted(tmp_path_factory: pytest.TempPathFactory) -> BootResult:
     return boot(tmp_path_factory.mktemp("inputs"), files=FILES, install=dest, driver=DRIVER, timeout=300)
 
 
-def assert_check(result: BootResult, name: str) -> None:
-    path = result.results_dir / "checks" / name
-    assert path.exists(), f"check {name} never ran; driver log:\n{result.driver_log[-4000:]}"
-    text = path.read_text()
-    assert text.startswith("ok"), f"{name}:\n{text}\n--- journal tail ---\n{result.journal[-6000:]}"
-
-
-@pytest.mark.parametrize(
-    "check",
-    [
-        "units_load",
-        "long_group_active",
-        "sockets_active",
-        "sockets_listening",
-        "held",
-        "refused_names_not_held",
-        "spaced_group_active",
-        "holder_started",
-        "no_exec_failure",
-        "map_names",
-    ],
-)
-def test_names_and_sizes_at_the_limits(booted: BootResult, check: str) -> None:
-    assert_check(booted, check)
+@pytest.mark.parametrize("scenario", INPUTS.scenarios)
+def test_names_and_sizes_at_the_limits(booted: BootResult, scenario: str) -> None:
+    assert_scenario(booted, INPUTS, scenario)
 
 
 def test_refused_names_are_reported_naming_the_file(booted: BootResult) -> None:
     logs = booted.kmsg + booted.journal
     assert f"/etc/portreserve/{TOO_LONG}: file name too long: its unit name would be 274 characters" in logs
     assert "/etc/portreserve/caf\\xe9: file name is not valid UTF-8, ignoring file" in logs
-
-
-@pytest.mark.parametrize("check", ["stop_frees", "release_spaced"])
-def test_release_at_the_limits(booted: BootResult, check: str) -> None:
-    assert_check(booted, check)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from portreserve import paths
+from portreserve import names, paths
 from portreserve.config import Port, Proto, load_config, parse_services
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,8 +45,23 @@ def test_system_paths_do_not_depend_on_xdg(monkeypatch: pytest.MonkeyPatch) -> N
 def test_runtime_paths_follow_xdg_runtime_dir(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_RUNTIME_DIR", "/run/user/1234")
     assert paths.control_socket(user=True) == Path("/run/user/1234/portreserve/socket")
-    assert paths.holder_pidfile(user=True) == Path("/run/user/1234/portreserve/holder.pid")
     assert paths.generator_dir(user=True) == Path("/run/user/1234/systemd/generator")
+
+
+def test_portrelease_and_holder_find_the_user_managers_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    """portrelease's import-free twin (rundirs) and the holder's manager
+    connection agree with paths on every user-mode location."""
+    from portreserve import manager, rundirs
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", "/run/user/1234")
+    assert rundirs.control_socket(True) == "/run/user/1234/portreserve/socket"
+    assert rundirs.generator_dir(True) == "/run/user/1234/systemd/generator"
+    assert manager.private_socket(True) == "/run/user/1234/systemd/private"
+    assert manager.private_socket(False) == "/run/systemd/private"
+    assert rundirs.control_socket(False) == "/run/portreserve/socket"
+    assert rundirs.generator_dir(False) == "/run/systemd/generator"
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    assert rundirs.control_socket(True) == f"/run/user/{os.getuid()}/portreserve/socket"
 
 
 def test_user_file_overrides_and_masks_site_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -96,4 +111,7 @@ def test_user_generator_reads_xdg_dirs_and_writes_user_units(tmp_path: Path) -> 
     socket_unit = (tmp_path / "out" / "portreserve-8080-tcp.socket").read_text()
     assert "rpcbind" not in socket_unit and "Before=shutdown.target sockets.target\n" in socket_unit
     group = (tmp_path / "out" / "portreserve@dev.target").read_text()
-    assert '--holder-only --escaped --user -- "$$1"\' /usr/sbin/portrelease %i' in group
+    assert "Exec" not in group, "a grouping unit has no process"
+    assert "Wants=portreserve-8080-tcp.socket portreserve-5173-tcp.socket portreserve-5173-udp.socket" in group
+    # The owners are in the map, where the user holder and portrelease --user find them.
+    assert names.read_map(str(tmp_path / "out")) == {"dev": [(8080, "tcp"), (5173, "tcp"), (5173, "udp")]}

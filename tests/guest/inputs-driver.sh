@@ -1,7 +1,8 @@
 #!/bin/bash
 # Driver of tests/test_boot_inputs.py (names and sizes at the limits).  The test
-# substitutes @LONGEST@, @LOW@, @HIGH@ and @SPACED@.  Each check records "ok" or
-# "FAIL" and its output in /results/checks/NAME.
+# substitutes @LONGEST@, @LOW@, @HIGH@ and @SPACED@.  Each check of a scenario
+# records "ok" or "FAIL" and its output in /results/checks/SCENARIO.NAME, and
+# /results/scenarios/SCENARIO says that the scenario ran to its end.
 set -u
 export PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 mkdir -p /results/checks
@@ -11,7 +12,7 @@ SPACED_UNIT='portreserve@\x20spaced\x20name\x20.target'
 MAP=/run/systemd/generator/portreserve.map
 
 check() {
-    local name=$1 out
+    local name=${SCENARIO:+$SCENARIO.}$1 out
     shift
     if out=$("$@" 2>&1); then
         printf 'ok\n%s\n' "$out" >"/results/checks/$name"
@@ -48,25 +49,39 @@ map_names() {
     grep -qx '\\x20spaced\\x20name\\x20 21000/udp' "$MAP" && grep -q "^$LONGEST $LOW/tcp" "$MAP"
 }
 
-check units_load units_load
-check long_group_active systemctl is-active "$LONG_UNIT"
-check sockets_active count_is 800 systemctl list-units --state=active --plain --no-legend 'portreserve-20*-tcp.socket'
-check sockets_listening count_is 800 ss -Hltn "sport >= :$LOW and sport <= :$HIGH"
-check held portcheck bound "$LOW/tcp" "$HIGH/tcp" 21000/udp
-check refused_names_not_held portcheck free 21001/tcp 21002/tcp
-check spaced_group_active systemctl is-active "$SPACED_UNIT"
-check holder_started holder_started
-check no_exec_failure no_exec_failure
-check map_names map_names
+scenario_limits_at_boot() {
+    check units_load units_load
+    check long_group_active systemctl is-active "$LONG_UNIT"
+    check sockets_active count_is 800 systemctl list-units --state=active --plain --no-legend 'portreserve-20*-tcp.socket'
+    check sockets_listening count_is 800 ss -Hltn "sport >= :$LOW and sport <= :$HIGH"
+    check held portcheck bound "$LOW/tcp" "$HIGH/tcp" 21000/udp
+    check refused_names_not_held portcheck free 21001/tcp 21002/tcp
+    check spaced_group_active systemctl is-active "$SPACED_UNIT"
+    check holder_started holder_started
+    check no_exec_failure no_exec_failure
+    check map_names map_names
+}
 
 # Releasing: stopping the grouping unit frees its ports; portrelease takes the
-# name with its blanks.  Needs a holder that drops its copies when systemd
-# closes a socket (issue 8).
+# name with its blanks.
 stop_frees() {
     systemctl stop "$LONG_UNIT" && eventually portcheck free "$LOW/tcp" "$HIGH/tcp"
 }
 release_spaced() {
     portrelease -- "$SPACED" && portcheck free 21000/udp
 }
-check stop_frees stop_frees
-check release_spaced release_spaced
+scenario_release_at_limits() {
+    check stop_frees stop_frees
+    check release_spaced release_spaced
+}
+
+SCENARIOS=(
+    limits_at_boot
+    release_at_limits
+)
+mkdir -p /results/scenarios
+for SCENARIO in "${SCENARIOS[@]}"; do
+    export SCENARIO
+    "scenario_$SCENARIO"
+    echo "returned $?" >"/results/scenarios/$SCENARIO"
+done
