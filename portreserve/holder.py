@@ -586,6 +586,8 @@ class Holder:
             self.status_sent = text
 
     def timeout(self) -> float | None:
+        if self.dirty:
+            return 0.0  # something changed outside the loop's callbacks (drain): look now
         deadlines = [t for t in (self.next_check, self.reconnect_at) if t is not None]
         if sd.pending():
             deadlines.append(time.monotonic() + 0.01)  # the notify socket was full: try again soon

@@ -70,7 +70,7 @@ scenario_hostile_names() {
         check "hostile_names.released_$i" release_then_free "$name" "$port"
         check "hostile_names.reserved_again_$i" reserve_name "$name" "$port"
         i=$((i + 1))
-    done < <(printf '%s\0' ' lead' 'sp ace' 'trail ' 'café' '日本語' $'tab\tx' 'back\slash')
+    done < <(printf '%s\0' ' lead' 'sp ace' 'trail ' 'café' '日本語' '50% "q" $x' 'back\slash')
     check hostile_names.no_failed no_failed_units_but_taken
 }
 
