@@ -57,6 +57,9 @@ RECHECK_SECONDS = 0.002
 # Between two looks at ports let go of outside any request (an admin's stop),
 # until they can be bound or REQUEST_DEADLINE passed.
 WATCH_SECONDS = 0.05
+# How long a port found free answers "free" to other requests without being
+# probed again.
+FREED_GRACE = 2.0
 # Unit states in which systemd still holds the socket.
 HOLDING_STATES = ("active", "activating", "deactivating", "reloading")
 # Restarts of a stop job that did not take (replaced, or lost in a reload).
@@ -79,13 +82,14 @@ class Held:
 class Request:
     """One release request, until it is answered."""
 
-    __slots__ = ("name", "address", "ports", "pending", "outcomes", "deadline", "units")
+    __slots__ = ("name", "address", "ports", "pending", "outcomes", "deadline", "units", "created")
 
     def __init__(self, name: str, address: str | None, ports: set[Port], deadline: float) -> None:
         self.name = name
         self.address = address
         self.ports = ports
         self.pending = set(ports)  # the ports without an outcome yet
+        self.created = time.monotonic()
         self.outcomes: dict[Port, str] = {}
         self.deadline = deadline
         self.units: list[str] = []  # grouping units to stop along with the sockets
@@ -142,6 +146,7 @@ class Holder:
         # moment it could be bound: a port that its service took after that is
         # "in use", not "still closing".
         self.releasing: dict[Port, float] = {}
+        self.freed: dict[Port, float] = {}  # port -> when a probe found it free
         self.ipv6 = net.has_ipv6()
         self.closing = False
         self.next_check: float | None = None
@@ -525,6 +530,14 @@ class Holder:
                 if now >= request.deadline:
                     request.outcomes[port] = protocol.BUSY
                 continue
+            seen = self.freed.get(port)
+            if seen is not None and request.created <= seen and now - seen < FREED_GRACE:
+                # Found free, while this request waited, for another one: not
+                # probed again.  A probe is a bind, and the service that asked
+                # first may be binding the port right now (docs/design.md F14).
+                # A request that comes later is told the truth of its moment.
+                request.outcomes[port] = protocol.FREE
+                continue
             try:
                 free = self.bindable(port)
             except OSError as e:
@@ -536,6 +549,9 @@ class Holder:
             if free:
                 request.outcomes[port] = protocol.FREE
                 self.releasing.pop(port, None)
+                if len(self.freed) > 4096:
+                    self.freed = {p: t for p, t in self.freed.items() if now - t < FREED_GRACE}
+                self.freed[port] = now
             elif port in self.releasing and now < request.deadline:
                 continue  # we just let go of it: a copy may still be closing
             elif port in self.releasing:
