@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from . import generator
-from .config import SERVICES_FILE, ConfigError, printable
+from .config import SERVICES_FILE, WARNING, Config, ConfigError, printable
 
 
 def as_json(errors: Sequence[ConfigError]) -> str:
@@ -39,6 +39,7 @@ def check(
         print(f"portreserve check: cannot determine the configuration directories: {e}", file=sys.stderr)
         return 1
     config = generator.gather(dirs, services_file, user, required=bool(config_dirs))
+    config.errors.extend(unreleased(config, dirs, user))
     stream = sys.stdout if out is None else out
     if json_output:
         print(as_json(config.errors), file=stream)
@@ -46,6 +47,22 @@ def check(
         for error in config.errors:
             print(str(error), file=stream)
     return 1 if config.errors else 0
+
+
+def unreleased(config: Config, dirs: Sequence[str], user: bool) -> list[ConfigError]:
+    """A warning for every name with ports that no unit releases: neither a
+    NAME.service (or the unit its `# portreserve: unit=` line names) that gets
+    the generated drop-in, nor `# portreserve: release=manual` saying that a
+    unit does it by hand.  Its ports would stay reserved at every boot."""
+    from . import dropins, units
+
+    planner = dropins.Planner(units.Scope(user=user), dirs)
+    found = [
+        ConfigError(r.source, None, f"no unit releases '{r.name}': {release.reason}", WARNING)
+        for r in config.reservations
+        if r.ports and (release := planner.release_of(r.name, r.source)).how is None
+    ]
+    return [*planner.errors, *found]
 
 
 def run_check(args: argparse.Namespace) -> int:

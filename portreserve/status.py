@@ -67,6 +67,9 @@ class Report:
     ports: list[PortState]
     empty: list[str]  # names whose file has no valid entry
     pending: list[str]  # names added or changed since the generator ran
+    # name -> (units, how, reason): who runs portrelease for it (dropins.py);
+    # how: "automatic" (the generated drop-in), "manual", or None (nothing)
+    released_by: dict[str, tuple[tuple[str, ...], str | None, str]] = dataclasses.field(default_factory=dict)
 
     def exit_status(self) -> int:
         if any(p.state == "failed" for p in self.ports):
@@ -205,7 +208,20 @@ def systemd_report(args: argparse.Namespace, scope: str) -> Report:
                 ports.append(PortState(name, port, "pending", detail=f"not loaded yet: {RELOAD_COMMAND}"))
     ports.sort(key=lambda p: (p.name, p.port))
     empty = sorted(n for n, ps in wanted.items() if not ps)
-    return Report(scope, "systemd", ports, empty, pending)
+    return Report(scope, "systemd", ports, empty, pending, released_by(args, config))
+
+
+def released_by(args: argparse.Namespace, config: Config) -> dict[str, tuple[tuple[str, ...], str | None, str]]:
+    """Which unit releases each name, as the generator decides it."""
+    from . import dropins, units
+
+    dirs = list(args.config_dir) if args.config_dir else paths.config_dirs(args.user)
+    planner = dropins.Planner(units.Scope(user=args.user), dirs)
+    found = {}
+    for r in config.reservations:
+        release = planner.release_of(r.name, r.source)
+        found[r.name] = (release.units, release.how, release.reason)
+    return found
 
 
 def socket_state(name: str, port: Port, shown: dict[str, dict[str, str]]) -> PortState:
@@ -306,6 +322,17 @@ def render_text(report: Report) -> str:
     failed = [p for p in report.ports if p.state == "failed"]
     if failed:
         lines.append(f"{len(failed)} port(s) failed: see journalctl -u {failed[0].unit}")
+    if report.released_by:
+        lines.append("")
+        lines.append("Released by:")
+        width = max(len(n) for n in report.released_by)
+        for name, (units_, how, reason) in sorted(report.released_by.items()):
+            if how is None:
+                lines.append(f"  {name:<{width}}  nothing ({reason}): its ports stay reserved")
+            elif how == "manual":
+                lines.append(f"  {name:<{width}}  by hand ({reason})")
+            else:
+                lines.append(f"  {name:<{width}}  {' '.join(units_)} (automatic: generated drop-in)")
     waiting = report.pending or sorted({p.name for p in report.ports if p.state == "pending"})
     if waiting:
         lines.append(f"Changed since the last load: {' '.join(waiting)}. Run `{RELOAD_COMMAND}` to load them.")
@@ -321,6 +348,10 @@ def render_json(report: Report, style: str) -> str:
         "empty": report.empty,
         "pending": report.pending,
         "reload_command": RELOAD_COMMAND if report.pending else None,
+        "released_by": {
+            name: {"units": list(units_), "how": how, "reason": reason}
+            for name, (units_, how, reason) in sorted(report.released_by.items())
+        },
     }
     if style == "short":
         return json.dumps(document, separators=(",", ":")) + "\n"
