@@ -127,6 +127,13 @@ class Holder:
         self.owners: dict[str, list[Port]] = owners or {}
         self.owners_source: Callable[[], dict[str, list[Port]] | None] | None = None
         self.selector = selectors.DefaultSelector()
+        self.wakeup: tuple[int, int] | None = None
+        try:
+            self.wakeup = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            signal.set_wakeup_fd(self.wakeup[1])
+            self.selector.register(self.wakeup[0], selectors.EVENT_READ, self._on_wakeup)
+        except (OSError, ValueError):  # not the main thread (a test), or no fds
+            self.wakeup = None
         self.requests: list[Request] = []
         # The manager's view: socket unit -> ActiveState.  None: no manager
         # (standalone, or fds from systemd-socket-activate).
@@ -623,7 +630,22 @@ class Holder:
         log.info("holding nothing, exiting")
         sd.notify("STOPPING=1\nSTATUS=Holding nothing")
 
+    def check_stop(self) -> None:
+        if _stop_signal is not None:
+            raise Shutdown(_stop_signal)
+
+    def _on_wakeup(self) -> None:
+        # A signal arrived (its handler ran already): empty the wakeup pipe;
+        # step() looks at what the handler recorded.
+        assert self.wakeup is not None
+        try:
+            while os.read(self.wakeup[0], 512):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+
     def step(self) -> None:
+        self.check_stop()
         if self.manager is not None and self.manager.sock is not None:
             self.selector.modify(self.manager.fileno(), self._manager_events(), self._on_manager_io)
         for key, _mask in self.selector.select(self.timeout()):
@@ -631,6 +653,9 @@ class Holder:
                 self._on_traffic(key.data)
             else:
                 key.data()
+        # Every request read in this round is queued now: a stop here tells
+        # each of them to ask again (Holder.shutdown), none is lost.
+        self.check_stop()
         now = time.monotonic()
         if self.reconnect_at is not None and now >= self.reconnect_at:
             self._forget_manager_fd()
@@ -664,6 +689,11 @@ class Holder:
         if self.manager is not None:
             self.manager.close()
         self.selector.close()
+        if self.wakeup is not None:
+            signal.set_wakeup_fd(-1)
+            for fd in self.wakeup:
+                os.close(fd)
+            self.wakeup = None
         if self.reserve_fd is not None:
             os.close(self.reserve_fd)
             self.reserve_fd = None
@@ -723,9 +753,17 @@ def create_control_socket(path: str) -> socket.socket:
     return sock
 
 
+# The signal that asked us to stop, if one did.  The handler only records it:
+# raised from the handler, Shutdown could land between reading a request and
+# queueing it, and that request would get no answer at all.  The loop looks
+# at it at safe points (Holder.step), woken by signal.set_wakeup_fd().
+_stop_signal: str | None = None
+
+
 def install_signal_handlers() -> None:
     def stop(signum: int, _frame: object) -> None:
-        raise Shutdown(signal.Signals(signum).name)
+        global _stop_signal
+        _stop_signal = signal.Signals(signum).name
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)

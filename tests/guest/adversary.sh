@@ -177,8 +177,8 @@ scenario_holder_restart_in_flight() {
         for p in "${pids[@]}"; do wait "$p" || { cat /tmp/inflight.*; return 1; }; done
     }
     export -f one_round
-    repeat 3 holder_restart_in_flight.restart one_round restart
-    repeat 3 holder_restart_in_flight.stop one_round stop
+    repeat 6 holder_restart_in_flight.restart one_round restart
+    repeat 6 holder_restart_in_flight.stop one_round stop
     check holder_restart_in_flight.no_failed no_failed_units_but_taken
 }
 
