@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from .config import Config
     from .manager import Connection
 
-Port = tuple[int, str]
+Port = names.Port
 
 # SO_LINGER {on, 0 s}: close() sends a RST, so a client of a reserved port sees
 # ECONNRESET at once instead of waiting for a timeout.

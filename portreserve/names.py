@@ -14,6 +14,9 @@ GROUP_SUFFIX = ".target"
 SOCKET_PREFIX = "portreserve-"
 SOCKET_SUFFIX = ".socket"
 PROTOCOLS = ("tcp", "udp")
+# A port as every module passes it around: (number, "tcp"|"udp").  config.Port
+# is a tuple subclass of the same shape, so the two compare and hash alike.
+Port = tuple[int, str]
 # FileDescriptorName= of every generated socket unit, and of the control socket.
 RESERVED_FDNAME = "portreserve-port"
 CONTROL_FDNAME = "portreserve-control"

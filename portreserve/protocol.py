@@ -43,7 +43,7 @@ _UCRED = struct.Struct("3i")
 
 # Plain classes and tuples rather than dataclasses: portrelease imports this
 # module, and importing dataclasses alone costs it several milliseconds.
-PortKey = tuple[int, str]
+PortKey = names.Port
 
 
 class Credentials:

@@ -35,7 +35,7 @@ ACTIVE_STATES = ("active", "activating", "reloading", "deactivating")
 # this long without an answer, look at the ports instead.
 OLD_HOLDER_GRACE = 0.1
 
-Port = tuple[int, str]
+Port = names.Port
 
 DESCRIPTION = (
     "Release the ports that portreserve holds for the named services (the file names in "

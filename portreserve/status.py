@@ -25,7 +25,7 @@ RELOAD_COMMAND = "portreserve reload"
 # Unit types a cgroup path component can end in: the unit that owns a process.
 UNIT_SUFFIXES = (".service", ".scope", ".socket", ".mount", ".swap")
 
-Port = tuple[int, str]
+Port = names.Port
 
 
 @dataclasses.dataclass
