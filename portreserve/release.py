@@ -34,6 +34,9 @@ ACTIVE_STATES = ("active", "activating", "reloading", "deactivating")
 # Against a holder that never answers (the original C portreserve): after
 # this long without an answer, look at the ports instead.
 OLD_HOLDER_GRACE = 0.1
+# Without an answer after this long, a request is sent again (the holder may
+# have been killed after reading it; the next one would never see it).
+RESEND_SECONDS = 1.0
 
 Port = names.Port
 
@@ -275,11 +278,25 @@ class Release:
                     replies[name] = sent
                     continue
                 open_[sent.fileno()] = (name, sent)
+            # A request the holder read but never answered (it was killed
+            # right then) is gone: ask again now and then until the deadline.
+            # Asking twice is harmless: the first answer counts.
+            resend = {fd: time.monotonic() + RESEND_SECONDS for fd in open_}
             while open_:
-                left = self.deadline - time.monotonic()
+                now = time.monotonic()
+                left = self.deadline - now
                 if left <= 0:
                     break
-                ready, _, _ = select.select(list(open_), [], [], left)
+                for fd, when in resend.items():
+                    if fd in open_ and now >= when:
+                        name, sock = open_[fd]
+                        try:
+                            sock.send(name.encode("utf-8", "surrogateescape"))
+                        except OSError:
+                            pass  # the queue is full: the holder is alive and will get to it
+                        resend[fd] = now + RESEND_SECONDS
+                wait = min([left, *(when - now for fd, when in resend.items() if fd in open_)])
+                ready, _, _ = select.select(list(open_), [], [], max(0.0, wait))
                 for fd in ready:
                     name, sock = open_.pop(fd)
                     try:
@@ -295,6 +312,7 @@ class Release:
                         again = self.send(name)
                         if isinstance(again, socket.socket):
                             open_[again.fileno()] = (name, again)
+                            resend[again.fileno()] = time.monotonic() + RESEND_SECONDS
                         else:
                             replies[name] = again
                         continue
