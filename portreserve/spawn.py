@@ -44,12 +44,13 @@ def systemctl(user: bool, *args: str, capture: bool = False) -> tuple[int, str]:
     return run(["systemctl", *(["--user"] if user else []), "--no-ask-password", *args], capture)
 
 
-def show(user: bool, units: list[str], properties: list[str]) -> dict[str, dict[str, str]] | None:
+def show(user: bool, units: list[str], properties: list[str], *options: str) -> dict[str, dict[str, str]] | None:
     """`systemctl show` for many units in one call: {unit: {property: value}};
-    None when systemctl failed."""
+    None when systemctl failed.  options: e.g. --timestamp=unix."""
     if not units:
         return {}
-    status, output = systemctl(user, "show", f"--property=Id,{','.join(properties)}", "--", *units, capture=True)
+    argv = ["show", *options, f"--property=Id,{','.join(properties)}", "--", *units]
+    status, output = systemctl(user, *argv, capture=True)
     if status != 0:
         return None
     shown: dict[str, dict[str, str]] = {}

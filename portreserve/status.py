@@ -161,18 +161,7 @@ SHOWN = [
 
 def show(user: bool, units: list[str]) -> dict[str, dict[str, str]] | None:
     """One `systemctl show` for every unit, timestamps as seconds since the epoch."""
-    if not units:
-        return {}
-    argv = ["show", "--timestamp=unix", f"--property=Id,{','.join(SHOWN)}", "--", *units]
-    status, output = spawn.systemctl(user, *argv, capture=True)
-    if status != 0:
-        return None
-    shown: dict[str, dict[str, str]] = {}
-    for block in output.split("\n\n"):
-        props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
-        if "Id" in props:
-            shown[props["Id"]] = props
-    return shown
+    return spawn.show(user, units, SHOWN, "--timestamp=unix")
 
 
 def timestamp(value: str | None) -> float | None:

@@ -42,6 +42,24 @@ def unit(text: str) -> str:
     return textwrap.dedent(text).lstrip()
 
 
+def rpcbind_rival(ports: str, result: str) -> str:
+    """A unit shaped like Debian's rpcbind.service (DefaultDependencies=no,
+    only After=systemd-tmpfiles-setup.service) that tries to bind every port
+    and writes what it got to `result`."""
+    return unit(
+        f"""
+        [Unit]
+        Description=rival shaped like rpcbind
+        DefaultDependencies=no
+        After=systemd-tmpfiles-setup.service
+        [Service]
+        Type=oneshot
+        RemainAfterExit=yes
+        ExecStart=/bin/sh -c '/usr/local/bin/portcheck rival {ports} > {result}'
+        """
+    )
+
+
 def consumer(description: str, release: str, ports: str, in_unit: str = "", in_service: str = "") -> str:
     """A service that releases its name with ExecStartPre=portrelease (release
     may carry an Exec prefix: "-cups", "+cups") and then binds ports, READY=1
@@ -99,19 +117,10 @@ REALISTIC_FILES: dict[str, str | bytes | tuple[str | bytes, int]] = {
     "/etc/portreserve/shared2": "700/tcp\n702/tcp\n",
     "/etc/portreserve/shared2.dpkg-old": "703/tcp\n",
     # early rivals shaped like Debian's rpcbind.service and rpc-statd.service
-    "/etc/systemd/system/rpcbind.service": unit(
-        """
-        [Unit]
-        Description=rival shaped like rpcbind
-        DefaultDependencies=no
-        After=systemd-tmpfiles-setup.service
-        [Service]
-        Type=oneshot
-        RemainAfterExit=yes
-        ExecStart=/bin/sh -c '/usr/local/bin/portcheck rival 631/tcp 636/tcp 636/udp 993/tcp 995/tcp \
-            783/tcp 783/udp 1112/tcp 1112/udp 600/udp 601/udp 602/udp 603/udp 700/tcp 701/tcp 702/tcp \
-            > /results/rival-rpcbind.txt'
-        """
+    "/etc/systemd/system/rpcbind.service": rpcbind_rival(
+        "631/tcp 636/tcp 636/udp 993/tcp 995/tcp 783/tcp 783/udp 1112/tcp 1112/udp "
+        "600/udp 601/udp 602/udp 603/udp 700/tcp 701/tcp 702/tcp",
+        "/results/rival-rpcbind.txt",
     ),
     "/etc/systemd/system/rpc-statd.service": unit(
         """

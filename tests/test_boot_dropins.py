@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from boot import BootResult, boot
-from test_boot import DRIVER_PRELUDE, PORTCHECK, assert_check, destdir, record, unit
+from test_boot import DRIVER_PRELUDE, PORTCHECK, assert_check, destdir, record, rpcbind_rival
 
 from portreserve.dropins import exec_quote
 
@@ -99,18 +99,7 @@ FILES: dict[str, str | bytes | tuple[str | bytes, int]] = {
     "/usr/local/bin/argdump": (ARGDUMP, 0o755),
     "/etc/systemd/system/argv.service": ARGV_UNIT,
     # the rival: DefaultDependencies=no like Debian's rpcbind
-    "/etc/systemd/system/rpcbind.service": unit(
-        f"""
-        [Unit]
-        Description=rival shaped like rpcbind
-        DefaultDependencies=no
-        After=systemd-tmpfiles-setup.service
-        [Service]
-        Type=oneshot
-        RemainAfterExit=yes
-        ExecStart=/bin/sh -c '/usr/local/bin/portcheck rival {ALL_PORTS} > /results/rival.txt'
-        """
-    ),
+    "/etc/systemd/system/rpcbind.service": rpcbind_rival(ALL_PORTS, "/results/rival.txt"),
     "/etc/portreserve/control": "1511/tcp\n",
     # 1. a consumer with nothing of its own: the drop-in is all it has
     "/etc/portreserve/plain": "1501/tcp\n1501/udp\n",

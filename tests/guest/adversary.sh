@@ -19,14 +19,6 @@ aport() { printf '240%02d' "$((10#${1#a}))"; }
 # The grouping unit of any name, escaped as systemd does.
 groupof() { echo "portreserve@$(systemd-escape -- "$1").target"; }
 
-# release_then_free NAME PORT...: portrelease NAME exits 0, and the ports can
-# be bound the moment it returns.
-release_then_free() {
-    local name=$1; shift
-    portrelease "$name" || { echo "portrelease '$name': exit $?"; return 1; }
-    flock /run/probe.lock portcheck free "$@" ||
-        { echo "portrelease '$name' returned 0 but $* still bound"; ss -Htlunp; return 1; }
-}
 # reserve_name NAME PORT...: reserve() for any name (escaped unit name).
 reserve_name() {
     local name=$1; shift

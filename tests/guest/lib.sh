@@ -86,6 +86,16 @@ held_eventually() {
     eventually portcheck bound "$@"
 }
 
+# release_then_free NAME PORT...: portrelease NAME exits 0, and the ports can
+# be bound the moment it returns.  One probe at a time: two probes binding the
+# same port at once would each see the other's socket.
+release_then_free() {
+    local name=$1; shift
+    portrelease "$name" || { echo "portrelease '$name': exit $?"; return 1; }
+    flock /run/probe.lock portcheck free "$@" ||
+        { echo "portrelease '$name' returned 0 but $* still bound"; ss -Htlunp; return 1; }
+}
+
 holder_state() {
     systemctl show -P ActiveState portreserve.service
 }
@@ -115,5 +125,5 @@ run_scenarios() {
     unset SCENARIO
 }
 
-export -f record_name check repeat eventually no_failed_units group reserve held_eventually holder_state state_is \
+export -f release_then_free record_name check repeat eventually no_failed_units group reserve held_eventually holder_state state_is \
     unit_state

@@ -13,23 +13,13 @@ set -u
 
 port() { printf '210%02d' "$((10#${1#n}))"; }
 
-# release_then_free NAME PORT...: portrelease NAME exits 0, and the ports can
-# be bound the moment it returns.
-release_then_free() {
-    local name=$1; shift
-    portrelease "$name" || { echo "portrelease $name: exit $?"; return 1; }
-    # One probe at a time: two probes binding the same port at once would
-    # each see the other's socket.
-    flock /run/probe.lock portcheck free "$@" ||
-        { echo "portrelease $name returned 0 but $* still bound"; ss -Htlunp; return 1; }
-}
 # No failed unit but the socket of the port taken before boot.
 no_failed_but_taken() {
     local failed
     failed=$(systemctl --failed --no-legend --plain | grep -v '^portreserve-21040-tcp.socket ')
     [ -z "$failed" ] || { echo "failed units: $failed"; return 1; }
 }
-export -f port release_then_free no_failed_but_taken
+export -f port no_failed_but_taken
 
 scenario_stop_routes() {
     reserve n01 21001/tcp 21001/udp
