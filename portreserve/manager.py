@@ -29,7 +29,6 @@ MANAGER_PATH = "/org/freedesktop/systemd1"
 MANAGER_IFACE = "org.freedesktop.systemd1.Manager"
 UNIT_IFACE = "org.freedesktop.systemd1.Unit"
 PROPERTIES_IFACE = "org.freedesktop.DBus.Properties"
-UNIT_PATH_PREFIX = "/org/freedesktop/systemd1/unit/"
 
 _MANAGER = DBusAddress(MANAGER_PATH, bus_name=SYSTEMD, interface=MANAGER_IFACE)
 
@@ -41,18 +40,6 @@ def private_socket(user: bool) -> str:
         runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}"
         return f"{runtime}/systemd/private"
     return "/run/systemd/private"
-
-
-def unit_path(unit: str) -> str:
-    """The object path of a unit: systemd's bus_label_escape()."""
-    out = []
-    for i, byte in enumerate(unit.encode()):
-        char = chr(byte)
-        if char.isascii() and (char.isalpha() or (char.isdigit() and i > 0)):
-            out.append(char)
-        else:
-            out.append(f"_{byte:02x}")
-    return UNIT_PATH_PREFIX + "".join(out)
 
 
 class Connection:
@@ -265,9 +252,6 @@ class Connection:
     def stop_unit(self, unit: str, reply: Reply) -> None:
         self.call(MANAGER_PATH, MANAGER_IFACE, "StopUnit", "ss", (unit, "replace"), reply)
 
-    def start_unit(self, unit: str, reply: Reply | None = None) -> None:
-        self.call(MANAGER_PATH, MANAGER_IFACE, "StartUnit", "ss", (unit, "replace"), reply)
-
     def list_units(self, patterns: list[str], reply: Reply) -> None:
         """ListUnitsByPatterns: one call for the state of every unit that matches."""
         self.call(MANAGER_PATH, MANAGER_IFACE, "ListUnitsByPatterns", "asas", ([], patterns), reply)
@@ -282,4 +266,4 @@ def _msg_size(head: bytes) -> int:
     return header + body_length
 
 
-__all__ = ["Connection", "private_socket", "unit_path"]
+__all__ = ["Connection", "private_socket"]

@@ -88,20 +88,6 @@ def parse_port_text(text: str) -> tuple[int, str] | None:
     return None
 
 
-def sockets_of_group(path: str) -> list[str]:
-    """The socket units a generated grouping unit Wants=."""
-    try:
-        with open(path, encoding="utf-8", errors="surrogateescape") as f:
-            text = f.read()
-    except OSError:
-        return []
-    found: list[str] = []
-    for line in text.splitlines():
-        if line.startswith("Wants="):
-            found += [u for u in line[len("Wants=") :].split() if port_of_socket_unit(u)]
-    return found
-
-
 # The reservation map: which name owns which ports.  The generator writes it
 # beside the units it generates; the holder and portrelease read it, so that
 # neither the fd names nor the holder's environment grow with the number or
