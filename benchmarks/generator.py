@@ -33,8 +33,8 @@ PYTHON = "/usr/bin/python3"
 RUNNER = """
 import sys
 sys.path.insert(0, {repo!r})
-from portreserve import generator
-generator.SYSTEM_CONFIG_DIRS = ({confdir!r},)
+from portreserve import generator, paths
+paths.SYSTEM_CONFIG_DIRS = ({confdir!r},)
 sys.argv = ["portreserve-generator", {out!r}, {out!r} + ".early", {out!r} + ".late"]
 sys.exit(generator.main())
 """
@@ -121,9 +121,9 @@ def main() -> int:
             median, cpu = statistics.median(samples), statistics.median(cpus)
             sockets = sum(1 for name in os.listdir(out) if name.endswith(".socket"))
             sys.path.insert(0, str(REPO))
-            from portreserve import generator
+            from portreserve.config import gather
 
-            problems = len(generator.gather([str(confdir)]).errors)
+            problems = len(gather([str(confdir)]).errors)
             results[key] = {
                 "description": description,
                 "median_ms": round(median, 2),

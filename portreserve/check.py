@@ -1,7 +1,7 @@
 """portreserve check: the configuration as the generator sees it, every problem.
 
-The same code as the generator (generator.gather: config.load_config plus
-services(5)), so what check accepts is exactly what the next boot reserves.
+The same code as the generator (config.gather), so what check accepts is
+exactly what the next boot reserves.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from . import generator
-from .config import SERVICES_FILE, WARNING, Config, ConfigError, printable
+from . import paths
+from .config import WARNING, Config, ConfigError, gather, printable
+from .paths import SERVICES_FILE
 
 
 def as_json(errors: Sequence[ConfigError]) -> str:
@@ -34,11 +35,11 @@ def check(
 ) -> int:
     """Print every problem; 1 when there is any, 0 otherwise."""
     try:
-        dirs = list(config_dirs) if config_dirs else generator.default_dirs(user)
+        dirs = list(config_dirs) if config_dirs else paths.config_dirs(user)
     except Exception as e:  # pyxdg missing or broken
         print(f"portreserve check: cannot determine the configuration directories: {e}", file=sys.stderr)
         return 1
-    config = generator.gather(dirs, services_file, user, required=bool(config_dirs))
+    config = gather(dirs, services_file, user, required=bool(config_dirs))
     config.errors.extend(unreleased(config, dirs, user))
     stream = sys.stdout if out is None else out
     if json_output:

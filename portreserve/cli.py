@@ -8,11 +8,10 @@ memory (logging, dataclasses, pathlib and typing together would double it).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 
-from . import __version__, log, rundirs, sd
+from . import __version__, paths
 
 DESCRIPTION = """\
 Hold reserved ports until their service asks for them with portrelease.
@@ -101,99 +100,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     if args.user is None:
-        args.user = rundirs.default_user_scope()
+        args.user = paths.default_user_scope()
     return args
-
-
-def daemonize() -> int | None:
-    """Fork to the background once the ports are held; the parent returns the
-    exit status to use, the child None."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid:
-        os.close(write_end)
-        ok = os.read(read_end, 1) == b"1"
-        os.close(read_end)
-        return 0 if ok else 1
-    os.close(read_end)
-    os.setsid()
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
-    os.write(write_end, b"1")
-    os.close(write_end)
-    return None
-
-
-def run_holder(args: argparse.Namespace) -> int:
-    from . import holder as holder_mod
-
-    holder_mod.install_signal_handlers()
-    fds = sd.listen_fds_with_names()
-    managed = bool(fds)
-    control = args.socket or rundirs.control_socket(args.user)
-    log.setup(debug=args.debug, journal=managed and not args.debug)
-    holder = None
-    try:
-        if managed:
-            # Started by a service manager (not, say, by systemd-socket-activate):
-            # watch it, it holds the other copy of every socket.
-            manager = None
-            if os.environ.get("INVOCATION_ID"):
-                from .manager import private_socket
-
-                manager = args.manager_socket or private_socket(args.user)
-            map_dir = args.generator_dir or rundirs.generator_dir(args.user)
-            holder = holder_mod.holder_from_systemd(fds, map_dir, manager)
-        else:
-            holder = holder_mod.holder_standalone(load_standalone_config(args), control)
-        for port in sorted(holder.held):
-            log.debug(f"holding {port[0]}/{port[1]}")
-        if not managed and not args.debug:
-            status = daemonize()
-            if status is not None:
-                os._exit(status)  # the child owns the sockets now
-        sd.notify("READY=1")
-        holder.run()
-    except holder_mod.Shutdown as e:
-        log.info(f"stopping on {e}")
-        # READY=1 too: a Type=notify service that exits before it would
-        # fail with 'protocol', though stopping early is a clean stop.
-        sd.notify("READY=1\nSTOPPING=1")
-        if holder is not None:
-            holder.shutdown()
-    except OSError as e:
-        log.error(f"cannot start: {e}")
-        return 1
-    finally:
-        if holder is not None:
-            holder.close()
-            if not managed and holder.control is not None:
-                remove(control)
-        sd.flush()
-    return 0
-
-
-def load_standalone_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    """The configuration, read by the holder itself (no systemd)."""
-    from pathlib import Path
-
-    from . import paths
-    from .config import load_config, load_services, unprivileged_port_start
-
-    dirs = [Path(d) for d in args.config_dir] if args.config_dir else paths.config_dirs(args.user)
-    lowest = unprivileged_port_start() if args.user and os.geteuid() != 0 else 1
-    config = load_config(dirs, load_services(Path(args.services)), lowest)
-    for error in config.errors:
-        log.warning(str(error))
-    return config
-
-
-def remove(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -210,4 +118,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from . import stepaside
 
         return stepaside.run_step_aside(args)
-    return run_holder(args)
+    from . import holder
+
+    return holder.main(
+        user=args.user,
+        debug=args.debug,
+        control_path=args.socket,
+        config_dirs=args.config_dir,
+        services_file=args.services,
+        generator_dir=args.generator_dir,
+        manager_socket=args.manager_socket,
+    )

@@ -15,6 +15,7 @@ import os
 import stat
 
 from . import names
+from .paths import SERVICES_FILE, SYSTEM_CONFIG_DIRS
 
 # Without importing typing (or collections.abc) at run time: mypy and ruff take
 # any `if TYPE_CHECKING:` as true.
@@ -24,8 +25,6 @@ if TYPE_CHECKING:
 
     Dirs = Iterable[str | os.PathLike[str]]
 
-SYSTEM_CONFIG_DIRS = ("/usr/lib/portreserve", "/etc/portreserve")
-SERVICES_FILE = "/etc/services"
 
 # A range line may name at most this many ports: a typo like 1-65535 should not
 # turn into 131070 socket units.
@@ -558,4 +557,21 @@ def load_config(
         config.errors.extend(line_errors)
         config.errors.extend(file_errors)
         config.reservations.append(Reservation(name, tuple(ports), path))
+    return config
+
+
+def gather(
+    dirs: Dirs,
+    services_file: str | os.PathLike[str] = SERVICES_FILE,
+    user: bool = False,
+    required: bool = False,
+) -> Config:
+    """The configuration as the generator sees it, every problem included: what
+    the generator turns into units, `portreserve check` and `status` show, and a
+    holder without systemd binds."""
+    # A user manager cannot bind privileged ports (root's own manager can).
+    lowest = unprivileged_port_start() if user and os.geteuid() != 0 else 1
+    services, service_errors = read_services(services_file)
+    config = load_config(dirs, services, lowest, required)
+    config.errors[:0] = service_errors
     return config

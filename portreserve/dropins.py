@@ -436,9 +436,9 @@ def releasing_unit(
     generator's drop-in), MANUAL (the admin said so) or None (nothing does).
     For many names, use one Planner: it lists each unit directory once."""
     if config_dirs is None:
-        from .paths import config_dirs as default_dirs
+        from . import paths
 
-        config_dirs = default_dirs(scope.user)
+        config_dirs = paths.config_dirs(scope.user)
     release = Planner(scope, config_dirs, search_path).release_of(name, reservation_path)
     return (" ".join(release.units) or None), release.how
 

@@ -10,17 +10,9 @@ from __future__ import annotations
 import os
 import sys
 
-from . import names, units
-from .config import (
-    SERVICES_FILE,
-    SYSTEM_CONFIG_DIRS,
-    WARNING,
-    Config,
-    load_config,
-    printable,
-    read_services,
-    unprivileged_port_start,
-)
+from . import names, paths, units
+from .config import WARNING, Config, gather, printable
+from .paths import SERVICES_FILE
 
 TYPE_CHECKING = False  # no typing import at run time; mypy takes it as true
 if TYPE_CHECKING:
@@ -75,30 +67,6 @@ def report(config: Config, log: Logger, limit: int = MAX_LOGGED) -> None:
         log(LOG_WARNING if error.severity == WARNING else LOG_ERR, str(error))
     if len(config.errors) > limit:
         log(LOG_ERR, f"{len(config.errors) - limit} more problems not shown; see `portreserve check`")
-
-
-def gather(
-    dirs: Dirs,
-    services_file: str | os.PathLike[str] = SERVICES_FILE,
-    user: bool = False,
-    required: bool = False,
-) -> Config:
-    """The configuration as the generator sees it, every problem included
-    (portreserve check shows exactly these)."""
-    # A user manager cannot bind privileged ports (root's own manager can).
-    lowest = unprivileged_port_start() if user and os.geteuid() != 0 else 1
-    services, service_errors = read_services(services_file)
-    config = load_config(dirs, services, lowest, required)
-    config.errors[:0] = service_errors
-    return config
-
-
-def default_dirs(user: bool) -> list[str]:
-    if not user:
-        return list(SYSTEM_CONFIG_DIRS)
-    from .paths import config_dirs  # pyxdg and pathlib: user managers only
-
-    return [os.fspath(d) for d in config_dirs(True)]
 
 
 def generate(config: Config, scope: units.Scope) -> tuple[dict[str, str], dict[str, str]]:
@@ -255,7 +223,7 @@ def main(argv: list[str] | None = None, sbindir: str | None = None) -> int:
         user = args.user if args.user is not None else os.environ.get("SYSTEMD_SCOPE") == "user"
         scope = units.Scope(user=user, sbindir=sbindir or args.sbindir)
         try:
-            dirs = args.config_dir or default_dirs(user)
+            dirs = args.config_dir or paths.config_dirs(user)
         except Exception as e:  # pyxdg missing or broken: still generate nothing, quietly
             log(LOG_ERR, f"cannot determine configuration directories: {e}")
             return 0

@@ -33,7 +33,7 @@ import struct
 import time
 from collections.abc import Callable
 
-from . import log, names, net, protocol, sd
+from . import log, names, net, paths, protocol, sd
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs memory
 if TYPE_CHECKING:
@@ -806,3 +806,97 @@ def holder_standalone(config: Config, control_path: str) -> Holder:
     holder.attach_control(create_control_socket(control_path))
     holder.bind_all(config)
     return holder
+
+
+# -- the holder's life ------------------------------------------------------------
+
+
+def daemonize() -> int | None:
+    """Fork to the background once the ports are held; the parent returns the
+    exit status to use, the child None."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(write_end)
+        ok = os.read(read_end, 1) == b"1"
+        os.close(read_end)
+        return 0 if ok else 1
+    os.close(read_end)
+    os.setsid()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.write(write_end, b"1")
+    os.close(write_end)
+    return None
+
+
+def standalone_config(user: bool, config_dirs: list[str] | None, services_file: str) -> Config:
+    """The configuration, read by the holder itself (no systemd) exactly as the
+    generator would read it; every problem is logged, none stops the others."""
+    from .config import gather
+
+    config = gather(config_dirs or paths.config_dirs(user), services_file, user, required=bool(config_dirs))
+    for error in config.errors:
+        log.warning(str(error))
+    return config
+
+
+def main(
+    *,
+    user: bool,
+    debug: bool = False,
+    control_path: str | None = None,
+    config_dirs: list[str] | None = None,
+    services_file: str = paths.SERVICES_FILE,
+    generator_dir: str | None = None,
+    manager_socket: str | None = None,
+) -> int:
+    """Run the holder to its end: 0 once it holds nothing (or was stopped), 1
+    when it could not start.  With fds from a service manager it holds those;
+    without, it reads the configuration, binds every port and (unless debug)
+    goes to the background once they are all held."""
+    install_signal_handlers()
+    fds = sd.listen_fds_with_names()
+    managed = bool(fds)
+    control = control_path or paths.control_socket(user)
+    log.setup(debug=debug, journal=managed and not debug)
+    holder = None
+    try:
+        if managed:
+            # Started by a service manager (not, say, by systemd-socket-activate):
+            # watch it, it holds the other copy of every socket.
+            manager = None
+            if os.environ.get("INVOCATION_ID"):
+                manager = manager_socket or paths.manager_socket(user)
+            holder = holder_from_systemd(fds, generator_dir or paths.generator_dir(user), manager)
+        else:
+            holder = holder_standalone(standalone_config(user, config_dirs, services_file), control)
+        for port in sorted(holder.held):
+            log.debug(f"holding {port[0]}/{port[1]}")
+        if not managed and not debug:
+            status = daemonize()
+            if status is not None:
+                os._exit(status)  # the child owns the sockets now
+        sd.notify("READY=1")
+        holder.run()
+    except Shutdown as e:
+        log.info(f"stopping on {e}")
+        # READY=1 too: a Type=notify service that exits before it would
+        # fail with 'protocol', though stopping early is a clean stop.
+        sd.notify("READY=1\nSTOPPING=1")
+        if holder is not None:
+            holder.shutdown()
+    except OSError as e:
+        log.error(f"cannot start: {e}")
+        return 1
+    finally:
+        if holder is not None:
+            holder.close()
+            if not managed and holder.control is not None:
+                try:
+                    os.unlink(control)
+                except OSError:
+                    pass
+        sd.flush()
+    return 0

@@ -16,7 +16,6 @@ socket units: signals for other objects are dropped after parsing the header.
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import Callable
 
@@ -33,13 +32,6 @@ PROPERTIES_IFACE = "org.freedesktop.DBus.Properties"
 _MANAGER = DBusAddress(MANAGER_PATH, bus_name=SYSTEMD, interface=MANAGER_IFACE)
 
 Reply = Callable[[bool, tuple[object, ...]], None]
-
-
-def private_socket(user: bool) -> str:
-    if user:
-        runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}"
-        return f"{runtime}/systemd/private"
-    return "/run/systemd/private"
 
 
 class Connection:
@@ -266,4 +258,4 @@ def _msg_size(head: bytes) -> int:
     return header + body_length
 
 
-__all__ = ["Connection", "private_socket"]
+__all__ = ["Connection"]

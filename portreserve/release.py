@@ -19,7 +19,7 @@ import select
 import sys
 import time
 
-from . import __version__, names, net, protocol, rundirs, spawn
+from . import __version__, names, net, paths, protocol, spawn
 
 # Not typing.TYPE_CHECKING: importing typing would cost several milliseconds
 # (mypy treats any name TYPE_CHECKING as true).  collections.abc alone pulls in
@@ -151,7 +151,7 @@ def parse_args(argv: Sequence[str]) -> Options:
     if not opts.timeout > 0 or opts.timeout == float("inf"):
         build_parser().error("--timeout must be a positive number of seconds")
     if opts.user is None:
-        opts.user = rundirs.default_user_scope()
+        opts.user = paths.default_user_scope()
     return opts
 
 
@@ -159,7 +159,7 @@ class Release:
     def __init__(self, opts: Options) -> None:
         self.opts = opts
         self.user = bool(opts.user)
-        self.control = opts.socket or rundirs.control_socket(self.user)
+        self.control = opts.socket or paths.control_socket(self.user)
         self.deadline = time.monotonic() + opts.timeout
         self.ipv6 = net.has_ipv6()
         self.status = EXIT_OK
@@ -365,15 +365,17 @@ class Release:
         these units is active, then wait for the ports."""
         ports = sorted({p for ps in wanted.values() for p in ps})
         units = [names.socket_unit(*p) for p in ports]
-        shown = spawn.show(self.user, units, ["ActiveState"])
-        if shown is None:
-            self.fail("systemctl show failed")
+        try:
+            shown = spawn.show(self.user, units, ["ActiveState"])
+        except spawn.CommandError as e:
+            self.fail(str(e))
             return self.status
         active = [u for u in units if shown.get(u, {}).get("ActiveState") in ACTIVE_STATES]
         if active:
-            status, _ = spawn.systemctl(self.user, "stop", "--", *active)
-            if status != 0:
-                self.fail(f"systemctl stop failed (exit status {status})")
+            try:
+                spawn.systemctl(self.user, "stop", "--", *active)
+            except spawn.CommandError as e:
+                self.fail(str(e))
         stopped = {names.port_of_socket_unit(u) for u in active}
         busy = self.wait([p for p in ports if p in stopped])
         taken = [
@@ -448,19 +450,16 @@ class Release:
 
     def configured_ports(self) -> dict[str, list[Port]]:
         """What the configuration says (for a holder that never answers)."""
-        from pathlib import Path
+        from .config import gather
 
-        from . import paths
-        from .config import load_config, load_services
-
-        config = load_config(paths.config_dirs(self.user), load_services(Path("/etc/services")))
+        config = gather(paths.config_dirs(self.user), user=self.user)
         found = {r.name: [(p.number, str(p.proto)) for p in r.ports] for r in config.reservations}
         found[protocol.ALL] = sorted({p for ports in found.values() for p in ports})
         return found
 
     def run(self) -> int:
         if self.opts.socket is None:
-            rmap = names.read_map(rundirs.generator_dir(self.user))
+            rmap = names.read_map(paths.generator_dir(self.user))
             if rmap is not None:
                 return self.under_systemd(rmap)
         return self.standalone()

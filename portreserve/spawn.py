@@ -1,8 +1,31 @@
-"""Running systemctl without the subprocess module (5 ms to import, 2 MB)."""
+"""Running systemctl, the one way the package does it: without the subprocess
+module (5 ms to import, 2 MB), and with one wording for every failure.
+
+A command that cannot run or exits non-zero raises CommandError, whose text
+("systemctl stop failed (exit status 5): ...") callers print as it is.
+"""
 
 from __future__ import annotations
 
 import os
+import select
+
+
+class CommandError(Exception):
+    """A command that could not run (status None) or exited non-zero; detail:
+    why it could not run, or its stderr when it was kept."""
+
+    def __init__(self, argv: list[str], status: int | None, detail: str = "") -> None:
+        super().__init__(argv, status, detail)
+        self.argv, self.status, self.detail = argv, status, detail
+
+    def __str__(self) -> str:
+        program = os.path.basename(self.argv[0])
+        if self.status is None:
+            return f"cannot run {program}: {self.detail}"
+        verb = next((a for a in self.argv[1:] if not a.startswith("-")), "")
+        text = f"{program} {verb}".rstrip() + f" failed (exit status {self.status})"
+        return f"{text}: {self.detail}" if self.detail else text
 
 
 def find_program(name: str) -> str:
@@ -13,46 +36,61 @@ def find_program(name: str) -> str:
     return name
 
 
-def run(argv: list[str], capture: bool = False) -> tuple[int, str]:
-    """Run a command with stdin closed and our stderr; (exit status, stdout if
-    captured)."""
+def run(argv: list[str], stdout: bool = False, stderr: bool = False) -> str:
+    """Run a command with stdin closed; its stdout when asked for (else ours).
+    stderr=True keeps its stderr for the CommandError (else it goes to ours)."""
     actions: list[tuple[int, ...] | tuple[int, int, str, int, int]] = [
         (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)
     ]
-    read_end = write_end = -1
-    if capture:
-        read_end, write_end = os.pipe()
-        actions.append((os.POSIX_SPAWN_DUP2, write_end, 1))
+    pipes: dict[int, int] = {}  # our read end -> the child's fd
+    for wanted, child_fd in ((stdout, 1), (stderr, 2)):
+        if wanted:
+            read_end, write_end = os.pipe()
+            pipes[read_end] = write_end
+            actions.append((os.POSIX_SPAWN_DUP2, write_end, child_fd))
     try:
         pid = os.posix_spawn(find_program(argv[0]), argv, os.environ, file_actions=actions)
     except OSError as e:
-        if capture:
+        for read_end in pipes:
             os.close(read_end)
-        return 127, f"cannot run {argv[0]}: {e.strerror}"
+        raise CommandError(argv, None, e.strerror or str(e)) from None
     finally:
-        if capture:
+        for write_end in pipes.values():
             os.close(write_end)
-    output = b""
-    if capture:
-        with os.fdopen(read_end, "rb") as pipe:
-            output = pipe.read()
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status), output.decode("utf-8", "replace")
+    out = {fd: b"" for fd in pipes}
+    open_ = list(pipes)
+    # Both pipes at once: a child blocked writing one of them never exits.
+    while open_:
+        readable, _, _ = select.select(open_, [], [])
+        for fd in readable:
+            chunk = os.read(fd, 65536)
+            if chunk:
+                out[fd] += chunk
+            else:
+                open_.remove(fd)
+                os.close(fd)
+    _, wait_status = os.waitpid(pid, 0)
+    status = os.waitstatus_to_exitcode(wait_status)
+    texts = [out[fd].decode("utf-8", "replace") for fd in pipes]
+    out_text = texts[0] if stdout else ""
+    err_text = texts[-1].strip() if stderr else ""
+    if status != 0:
+        raise CommandError(argv, status, err_text)
+    return out_text
 
 
-def systemctl(user: bool, *args: str, capture: bool = False) -> tuple[int, str]:
-    return run(["systemctl", *(["--user"] if user else []), "--no-ask-password", *args], capture)
+def systemctl(user: bool, *args: str, stdout: bool = False, stderr: bool = False) -> str:
+    """`systemctl [--user] --no-ask-password ARGS`; raises CommandError."""
+    return run(["systemctl", *(["--user"] if user else []), "--no-ask-password", *args], stdout, stderr)
 
 
-def show(user: bool, units: list[str], properties: list[str], *options: str) -> dict[str, dict[str, str]] | None:
-    """`systemctl show` for many units in one call: {unit: {property: value}};
-    None when systemctl failed.  options: e.g. --timestamp=unix."""
+def show(user: bool, units: list[str], properties: list[str], *options: str) -> dict[str, dict[str, str]]:
+    """`systemctl show` for many units in one call: {unit: {property: value}}.
+    options: e.g. --timestamp=unix.  Raises CommandError."""
     if not units:
         return {}
     argv = ["show", *options, f"--property=Id,{','.join(properties)}", "--", *units]
-    status, output = systemctl(user, *argv, capture=True)
-    if status != 0:
-        return None
+    output = systemctl(user, *argv, stdout=True)
     shown: dict[str, dict[str, str]] = {}
     for block in output.split("\n\n"):
         props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)

@@ -15,10 +15,9 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from . import names, net, paths, protocol, spawn
-from .config import Config, load_config, load_services, unprivileged_port_start
+from .config import Config, gather
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PENDING = 0, 1, 2, 3
 RELOAD_COMMAND = "portreserve reload"
@@ -128,21 +127,18 @@ def port_in_use(port: Port) -> list[Holder] | None:
 
 
 def load(args: argparse.Namespace) -> Config:
-    dirs = [Path(d) for d in args.config_dir] if args.config_dir else paths.config_dirs(args.user)
-    # The generator's rule: a user manager cannot bind privileged ports.
-    lowest = unprivileged_port_start() if args.user and os.geteuid() != 0 else 1
-    return load_config(dirs, load_services(Path(args.services)), lowest)
+    return gather(args.config_dir or paths.config_dirs(args.user), args.services, args.user)
 
 
 def generator_dir(args: argparse.Namespace) -> str:
     """Where the generator wrote its map (--generator-dir, else the manager's)."""
-    return getattr(args, "generator_dir", None) or str(paths.generator_dir(args.user))
+    return getattr(args, "generator_dir", None) or paths.generator_dir(args.user)
 
 
 def manager_runs(user: bool) -> bool:
     """Is there a service manager for this scope (sd_booted(), or a user manager)?"""
     if user:
-        return os.path.exists(os.path.join(os.path.dirname(paths.generator_dir(True)), "private"))
+        return os.path.exists(paths.manager_socket(True))
     return os.path.isdir("/run/systemd/system")
 
 
@@ -159,7 +155,7 @@ SHOWN = [
 ]
 
 
-def show(user: bool, units: list[str]) -> dict[str, dict[str, str]] | None:
+def show(user: bool, units: list[str]) -> dict[str, dict[str, str]]:
     """One `systemctl show` for every unit, timestamps as seconds since the epoch."""
     return spawn.show(user, units, SHOWN, "--timestamp=unix")
 
@@ -184,9 +180,10 @@ def systemd_report(args: argparse.Namespace, scope: str) -> Report:
 
     units = [names.socket_unit(*p) for ps in loaded.values() for p in ps]
     groups = [names.group_unit(n) for n in loaded]
-    shown = show(args.user, list(dict.fromkeys(units + groups)))
-    if shown is None:
-        raise StatusError("systemctl show failed")
+    try:
+        shown = show(args.user, list(dict.fromkeys(units + groups)))
+    except spawn.CommandError as e:
+        raise StatusError(str(e)) from None
 
     ports: list[PortState] = []
     for name in sorted(loaded.keys() | wanted.keys()):
@@ -385,19 +382,21 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_reload(args: argparse.Namespace) -> int:
+    try:
+        return reload(args)
+    except spawn.CommandError as e:
+        print(f"portreserve: {e}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def reload(args: argparse.Namespace) -> int:
     """daemon-reload, then start the reservations that were never active since
     boot; released ones stay released.  Says per name what happened."""
-    status, _ = spawn.systemctl(args.user, "daemon-reload")
-    if status != 0:
-        print("portreserve: systemctl daemon-reload failed", file=sys.stderr)
-        return EXIT_FAILED
+    spawn.systemctl(args.user, "daemon-reload")
     loaded = names.read_map(generator_dir(args)) or {}
     groups = {n: names.group_unit(n) for n in loaded}
     units = {n: [groups[n], *(names.socket_unit(*p) for p in loaded[n])] for n in loaded}
     before = show(args.user, list(dict.fromkeys(u for us in units.values() for u in us)))
-    if before is None:
-        print("portreserve: systemctl show failed", file=sys.stderr)
-        return EXIT_FAILED
 
     def ever_active(unit: str) -> bool:
         return timestamp(before.get(unit, {}).get("ActiveEnterTimestamp")) is not None
@@ -412,13 +411,11 @@ def run_reload(args: argparse.Namespace) -> int:
         # The groups with their sockets, in one call: systemctl waits for them
         # all.  Its own messages ("Job for ... failed") are kept for the case
         # where the units' states below do not say why.
-        argv = ["systemctl", *(["--user"] if args.user else []), "--no-ask-password", "start", "--"]
-        done = subprocess.run([*argv, *(groups[n] for n in new), *sockets], capture_output=True, text=True, check=False)
-        error = done.stderr.strip() if done.returncode != 0 else ""
+        try:
+            spawn.systemctl(args.user, "start", "--", *(groups[n] for n in new), *sockets, stderr=True)
+        except spawn.CommandError as e:
+            error = e.detail or str(e)
     after = show(args.user, [*(groups[n] for n in new), *(names.socket_unit(*p) for n in new for p in loaded[n])])
-    if after is None:
-        print("portreserve: systemctl show failed", file=sys.stderr)
-        return EXIT_FAILED
     result = EXIT_OK
     kept = [n for n in sorted(loaded) if n not in new and loaded[n]]
     states = {n: [socket_state(n, p, before) for p in loaded[n]] for n in kept}

@@ -26,8 +26,7 @@ WAIT_SECONDS = 30.0
 
 
 def holder_state(user: bool) -> tuple[str, int]:
-    shown = spawn.show(user, [units.HOLDER_UNIT], ["ActiveState", "MainPID"]) or {}
-    props = shown.get(units.HOLDER_UNIT, {})
+    props = spawn.show(user, [units.HOLDER_UNIT], ["ActiveState", "MainPID"]).get(units.HOLDER_UNIT, {})
     try:
         pid = int(props.get("MainPID", "0"))
     except ValueError:
@@ -36,6 +35,14 @@ def holder_state(user: bool) -> tuple[str, int]:
 
 
 def run_step_aside(args: argparse.Namespace) -> int:
+    try:
+        return step_aside(args.user)
+    except spawn.CommandError as e:
+        print(f"portreserve step-aside: {e}", flush=True)
+        return 1
+
+
+def step_aside(user: bool) -> int:
     """Until the manager says the holder is dead: SIGTERM each main process
     it reports once it is running.  An activating holder is left to finish
     starting first (killed before READY=1, a Type=notify service fails with
@@ -44,7 +51,7 @@ def run_step_aside(args: argparse.Namespace) -> int:
     signalled: set[int] = set()
     was_running = False
     while True:
-        state, pid = holder_state(args.user)
+        state, pid = holder_state(user)
         if state in DEAD:
             break
         was_running = True
@@ -59,7 +66,7 @@ def run_step_aside(args: argparse.Namespace) -> int:
         # Queued now, this start waits for the new sockets (they are ordered
         # before their service).  A holder that was not running is started
         # by the transaction that started us (the grouping unit Wants= it).
-        spawn.systemctl(args.user, "start", "--no-block", units.HOLDER_UNIT)
+        spawn.systemctl(user, "start", "--no-block", units.HOLDER_UNIT)
     return 0
 
 

@@ -20,6 +20,7 @@ ALLOWED = {
     "portreserve.dropins",  # issue 12: the drop-ins are written at every boot too
     "portreserve.generator",
     "portreserve.names",
+    "portreserve.paths",  # import-free: os only
     "portreserve.units",
 }
 # What it once imported, or easily would, each worth milliseconds at every boot.

@@ -22,6 +22,7 @@ from portreserve.config import (
     UNIT_NAME_MAX,
     Port,
     Proto,
+    gather,
     load_config,
     parse_entry,
     parse_file,
@@ -199,7 +200,7 @@ def test_whole_path(vendor: dict[bytes, list[tuple[bytes, list[Port] | None]]], 
         services = os.path.join(tmp, "services")
         with open(services, "w") as f:
             f.write(SERVICES_TEXT)
-        config = generator.gather(dirs, services)
+        config = gather(dirs, services)
         files, links = generator.generate(config, units.Scope())
         out = os.path.join(tmp, "out")
         generator.write_tree(out, files, links)

@@ -21,9 +21,9 @@ def test_config_dirs_follow_xdg_variables(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("XDG_CONFIG_DIRS", "/etc/xdg:/opt/site")
     # lowest priority first: the last directory wins
     assert paths.config_dirs(user=True) == [
-        Path("/opt/site/portreserve"),
-        Path("/etc/xdg/portreserve"),
-        Path("/home/dev/cfg/portreserve"),
+        "/opt/site/portreserve",
+        "/etc/xdg/portreserve",
+        "/home/dev/cfg/portreserve",
     ]
 
 
@@ -31,37 +31,30 @@ def test_config_dirs_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
     monkeypatch.delenv("XDG_CONFIG_DIRS", raising=False)
     monkeypatch.setenv("HOME", "/home/dev")
-    assert paths.config_dirs(user=True) == [Path("/etc/xdg/portreserve"), Path("/home/dev/.config/portreserve")]
+    assert paths.config_dirs(user=True) == ["/etc/xdg/portreserve", "/home/dev/.config/portreserve"]
 
 
 def test_system_paths_do_not_depend_on_xdg(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CONFIG_HOME", "/elsewhere")
     monkeypatch.setenv("XDG_RUNTIME_DIR", "/elsewhere/run")
-    assert paths.config_dirs(user=False) == [Path("/usr/lib/portreserve"), Path("/etc/portreserve")]
-    assert paths.control_socket(user=False) == Path("/run/portreserve/socket")
-    assert paths.generator_dir(user=False) == Path("/run/systemd/generator")
+    assert paths.config_dirs(user=False) == ["/usr/lib/portreserve", "/etc/portreserve"]
+    assert paths.control_socket(user=False) == "/run/portreserve/socket"
+    assert paths.generator_dir(user=False) == "/run/systemd/generator"
 
 
 def test_runtime_paths_follow_xdg_runtime_dir(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_RUNTIME_DIR", "/run/user/1234")
-    assert paths.control_socket(user=True) == Path("/run/user/1234/portreserve/socket")
-    assert paths.generator_dir(user=True) == Path("/run/user/1234/systemd/generator")
+    assert paths.control_socket(user=True) == "/run/user/1234/portreserve/socket"
+    assert paths.generator_dir(user=True) == "/run/user/1234/systemd/generator"
 
 
-def test_portrelease_and_holder_find_the_user_managers_paths(monkeypatch: pytest.MonkeyPatch) -> None:
-    """portrelease's import-free twin (rundirs) and the holder's manager
-    connection agree with paths on every user-mode location."""
-    from portreserve import manager, rundirs
-
+def test_the_manager_socket_follows_xdg_runtime_dir(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_RUNTIME_DIR", "/run/user/1234")
-    assert rundirs.control_socket(True) == "/run/user/1234/portreserve/socket"
-    assert rundirs.generator_dir(True) == "/run/user/1234/systemd/generator"
-    assert manager.private_socket(True) == "/run/user/1234/systemd/private"
-    assert manager.private_socket(False) == "/run/systemd/private"
-    assert rundirs.control_socket(False) == "/run/portreserve/socket"
-    assert rundirs.generator_dir(False) == "/run/systemd/generator"
+    assert paths.manager_socket(True) == "/run/user/1234/systemd/private"
+    assert paths.manager_socket(False) == "/run/systemd/private"
     monkeypatch.delenv("XDG_RUNTIME_DIR")
-    assert rundirs.control_socket(True) == f"/run/user/{os.getuid()}/portreserve/socket"
+    assert paths.control_socket(True) == f"/run/user/{os.getuid()}/portreserve/socket"
+    assert paths.manager_socket(True) == f"/run/user/{os.getuid()}/systemd/private"
 
 
 def test_user_file_overrides_and_masks_site_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

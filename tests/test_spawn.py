@@ -1,0 +1,64 @@
+"""spawn: the one way the package runs systemctl, and the one wording of its failures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from portreserve import spawn
+
+
+def test_stdout_is_returned_when_asked_for() -> None:
+    assert spawn.run(["sh", "-c", "echo out; echo err >&2"], stdout=True, stderr=True) == "out\n"
+
+
+def test_a_failure_names_the_command_its_verb_and_status(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = tmp_path / "systemctl"
+    fake.write_text("#!/bin/sh\necho 'Failed to stop x.socket: Access denied' >&2\nexit 5\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(spawn.CommandError) as e:
+        spawn.systemctl(True, "stop", "--", "x.socket")
+    assert e.value.status == 5
+    assert str(e.value) == "systemctl stop failed (exit status 5)"  # its stderr went to ours
+
+
+def test_kept_stderr_becomes_the_detail() -> None:
+    with pytest.raises(spawn.CommandError) as e:
+        spawn.run(["sh", "-c", "echo 'Job for x.socket failed.' >&2; exit 1"], stderr=True)
+    assert e.value.detail == "Job for x.socket failed."
+    assert str(e.value).endswith("failed (exit status 1): Job for x.socket failed.")
+
+
+def test_a_program_that_cannot_run() -> None:
+    with pytest.raises(spawn.CommandError) as e:
+        spawn.run(["/nonexistent/systemctl", "show"], stdout=True, stderr=True)
+    assert e.value.status is None
+    assert str(e.value) == "cannot run systemctl: No such file or directory"
+
+
+def test_large_output_on_both_pipes_does_not_deadlock() -> None:
+    # Each more than a pipe's 64 KiB: read one pipe to its end before the
+    # other and the child blocks on the full one forever.
+    script = "head -c 300000 /dev/zero | tr '\\0' e >&2; head -c 300000 /dev/zero | tr '\\0' o"
+    with pytest.raises(spawn.CommandError) as e:
+        spawn.run(["sh", "-c", script + "; exit 3"], stdout=True, stderr=True)
+    assert len(e.value.detail) == 300000
+    assert len(spawn.run(["sh", "-c", script], stdout=True, stderr=True)) == 300000
+
+
+def test_systemctl_options_come_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[list[str]] = []
+
+    def run(argv: list[str], stdout: bool, stderr: bool) -> str:
+        seen.append(argv)
+        return ""
+
+    monkeypatch.setattr(spawn, "run", run)
+    spawn.systemctl(True, "stop", "--", "a.socket")
+    spawn.systemctl(False, "daemon-reload")
+    assert seen == [
+        ["systemctl", "--user", "--no-ask-password", "stop", "--", "a.socket"],
+        ["systemctl", "--no-ask-password", "daemon-reload"],
+    ]
