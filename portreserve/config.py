@@ -172,13 +172,36 @@ class ConfigError(tuple[str, int | None, str, str]):
         return f"{where}: {self.message}"
 
 
-class Reservation(tuple[str, tuple[Port, ...], str]):
-    """All ports one config file (one service name) asks to hold."""
+# Marks a comment line that may carry settings for the generator's drop-ins
+# ("# portreserve: unit=slapd", dropins.py); the original reads it as a comment.
+DIRECTIVE_MARK = b"portreserve:"
+
+Notes = tuple[tuple[int, bytes], ...]
+
+
+def directive_lines(data: bytes) -> Notes:
+    """(line number, line) of every comment line that mentions DIRECTIVE_MARK:
+    kept from the one read of the file, so that the ports and the drop-in
+    settings come from the same version of it."""
+    if DIRECTIVE_MARK not in data:
+        return ()
+    return tuple(
+        (n, line)
+        for n, line in enumerate(data.split(b"\n"), start=1)
+        if DIRECTIVE_MARK in line and line.lstrip().startswith(b"#")
+    )
+
+
+class Reservation(tuple[str, tuple[Port, ...], str, Notes]):
+    """All ports one config file (one service name) asks to hold, and the
+    file's directive lines (directive_lines)."""
 
     __slots__ = ()
 
-    def __new__(cls, name: str, ports: tuple[Port, ...], source: str | os.PathLike[str]) -> Reservation:
-        return super().__new__(cls, (name, ports, os.fspath(source)))
+    def __new__(
+        cls, name: str, ports: tuple[Port, ...], source: str | os.PathLike[str], notes: Notes = ()
+    ) -> Reservation:
+        return super().__new__(cls, (name, ports, os.fspath(source), notes))
 
     @property
     def name(self) -> str:
@@ -191,6 +214,10 @@ class Reservation(tuple[str, tuple[Port, ...], str]):
     @property
     def source(self) -> str:
         return self[2]
+
+    @property
+    def notes(self) -> Notes:
+        return self[3]
 
 
 class Config:
@@ -556,7 +583,7 @@ def load_config(
             continue
         config.errors.extend(line_errors)
         config.errors.extend(file_errors)
-        config.reservations.append(Reservation(name, tuple(ports), path))
+        config.reservations.append(Reservation(name, tuple(ports), path, directive_lines(data)))
     return config
 
 

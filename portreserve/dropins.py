@@ -32,7 +32,7 @@ from __future__ import annotations
 import os
 import stat
 
-from .config import ConfigError, Reservation
+from .config import DIRECTIVE_MARK, ConfigError, Notes, Reservation, directive_lines
 from .units import GENERATOR, Scope
 
 # Not typing.TYPE_CHECKING, and no pathlib: the generator imports this module
@@ -52,8 +52,7 @@ if TYPE_CHECKING:
 DROPIN = "portreserve.conf"
 # Host-wide settings, in each configuration directory (later ones win).
 SETTINGS_FILE = "portreserve.conf"
-DIRECTIVE = "portreserve:"
-_MARK = DIRECTIVE.encode()
+DIRECTIVE = DIRECTIVE_MARK.decode()
 AUTOMATIC, MANUAL = "automatic", "manual"
 
 UNIT_NAME_MAX = 255
@@ -280,21 +279,20 @@ class Directives:
         self.manual = False
 
 
-def parse_directives(path: StrPath, data: bytes) -> tuple[Directives, list[ConfigError]]:
+def parse_directives(path: StrPath, notes: Notes) -> tuple[Directives, list[ConfigError]]:
     """Lines ``# portreserve: KEY=VALUE...`` (the original reads them as
-    comments).  Keys: unit=UNIT[.service] (repeatable), release=auto|manual.
-    A comment that merely starts with "portreserve:" and holds no '=' is prose."""
+    comments), as config.directive_lines kept them.  Keys: unit=UNIT[.service]
+    (repeatable), release=auto|manual.  A comment that merely starts with
+    "portreserve:" and holds no '=' is prose."""
     path = os.fspath(path)
     found = Directives()
     errors: list[ConfigError] = []
-    if _MARK not in data:
-        return found, errors
-    for lineno, raw in enumerate(data.split(b"\n"), start=1):
+    for lineno, raw in notes:
         text = raw.strip()
         if not text.startswith(b"#"):
             continue
         text = text[1:].strip()
-        if not text.startswith(_MARK):
+        if not text.startswith(DIRECTIVE_MARK):
             continue
         words = text[len(DIRECTIVE) :].decode("utf-8", "replace").split()
         if not any("=" in w for w in words):
@@ -375,11 +373,12 @@ class Planner:
         self.units = UnitPath(unit_search_path(scope.user) if search_path is None else search_path)
         self.auto, self.errors = read_settings(config_dirs)
 
-    def release_of(self, name: str, source: StrPath, data: bytes | None = None) -> Release:
+    def release_of(self, name: str, source: StrPath, notes: Notes | None = None) -> Release:
+        """notes: the file's directive lines as config read them (None: read the file)."""
         source = os.fspath(source)
-        if data is None:
-            data = read_head(source) or b""
-        directives, errors = parse_directives(source, data)
+        if notes is None:
+            notes = directive_lines(read_head(source) or b"")
+        directives, errors = parse_directives(source, notes)
         self.errors += errors
         if name == "*":  # portrelease '*' releases everything
             return Release((), None, "the name '*' means every name to portrelease")
@@ -412,12 +411,11 @@ class Planner:
         plan: dict[str, list[Reservation]] = {}
         index = self.units.index()
         for reservation in reservations:
-            data = read_head(reservation.source) or b""
             # The common case at a thousand names, quickly: no unit of that
             # name (nor an instance of one) and no directive in the file.
-            if f"{reservation.name}.service" not in index and "@" not in reservation.name and _MARK not in data:
+            if f"{reservation.name}.service" not in index and "@" not in reservation.name and not reservation.notes:
                 continue
-            release = self.release_of(reservation.name, reservation.source, data)
+            release = self.release_of(reservation.name, reservation.source, reservation.notes)
             if release.how == AUTOMATIC:
                 for unit in release.units:
                     plan.setdefault(unit, []).append(reservation)

@@ -205,7 +205,7 @@ def released_by(args: argparse.Namespace, config: Config) -> dict[str, tuple[tup
     planner = dropins.Planner(units.Scope(user=args.user), dirs)
     found = {}
     for r in config.reservations:
-        release = planner.release_of(r.name, r.source)
+        release = planner.release_of(r.name, r.source, r.notes)
         found[r.name] = (release.units, release.how, release.reason)
     return found
 

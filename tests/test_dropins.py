@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from portreserve import config, dropins
-from portreserve.config import Port, Proto, Reservation
+from portreserve.config import Port, Proto, Reservation, directive_lines
 from portreserve.dropins import AUTOMATIC, MANUAL, Planner, UnitPath, exec_quote, parse_directives, read_settings
 from portreserve.units import Scope
 
@@ -249,7 +249,7 @@ def test_directives_name_units_and_manual_release(tmp_path: Path) -> None:
         b"ldaps # portreserve: unit=ignored.service\n"  # only whole comment lines count
         b"# portreserve: release=manual\n"
     )
-    found, errors = parse_directives(path, data)
+    found, errors = parse_directives(path, directive_lines(data))
     assert found.units == ["slapd.service", "slapd2.service"]
     assert found.manual and errors == []
 
@@ -265,7 +265,7 @@ def test_bad_directives_name_file_and_line(tmp_path: Path) -> None:
         b"# portreserve: unit=\xff\xfe\n"
         b"# portreserve: unit=cups release=auto\n"
     )
-    found, errors = parse_directives(path, data)
+    found, errors = parse_directives(path, directive_lines(data))
     assert [(e.line, e.message) for e in errors] == [
         (1, "'slapd.socket' is not a service unit name, ignoring"),
         (2, "'getty@.service' is a template: name an instance (foo@bar.service), ignoring"),
@@ -564,7 +564,7 @@ def test_dropin_passes_systemd_analyze_verify(tmp_path: Path) -> None:
 @given(st.binary(max_size=400), st.sampled_from([b"", b"# portreserve: ", b"#portreserve:unit=", b"AutoRelease="]))
 def test_directives_and_settings_never_raise(data: bytes, prefix: bytes) -> None:
     path = Path("/etc/portreserve/x")
-    found, errors = parse_directives(path, prefix + data)
+    found, errors = parse_directives(path, directive_lines(prefix + data))
     assert all(dropins.valid_unit_name(u) and not dropins.is_template(u) for u in found.units)
     assert all(e.path == str(path) and e.line is not None for e in errors)
     dropins.render_dropin("x.service", [Reservation(os.fsdecode(data.replace(b"\0", b"")), (), path)], SYSTEM)
@@ -578,5 +578,37 @@ def test_settings_file_of_any_bytes(tmp_path: Path) -> None:
 
 
 def test_messages_show_control_characters_escaped(tmp_path: Path) -> None:
-    _, errors = parse_directives(tmp_path / "x", b"# portreserve: unit=a\x1bb\x7f\n")
+    _, errors = parse_directives(tmp_path / "x", directive_lines(b"# portreserve: unit=a\x1bb\x7f\n"))
     assert errors[0].message == "'a\\x1bb\\x7f' is not a service unit name, ignoring"
+
+
+def test_the_generator_reads_each_reservation_file_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ports and the drop-in settings come from one read of the file: a
+    file rewritten between two reads would give units of one version and a
+    drop-in of the other (and each read costs at a thousand names)."""
+    from portreserve import generator
+
+    cfg, units = tmp_path / "cfg", tmp_path / "units"
+    cfg.mkdir()
+    units.mkdir()
+    (units / "cups.service").write_text(UNIT)
+    (units / "slapd.service").write_text(UNIT)
+    (cfg / "cups").write_text("631/tcp\n")
+    (cfg / "ldap").write_text("# portreserve: unit=slapd\n636/tcp\n")
+    (cfg / "plain").write_text("7000/udp\n")
+    opened: list[str] = []
+    real_open = os.open
+
+    def counting_open(path: str | os.PathLike[str], *args: int, **kwargs: int) -> int:
+        opened.append(os.fspath(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setenv("SYSTEMD_UNIT_PATH", str(units))
+    monkeypatch.setattr(os, "open", counting_open)
+    out = tmp_path / "out"
+    assert generator.main(["--config-dir", str(cfg), str(out)]) == 0
+    monkeypatch.undo()
+    assert (out / "cups.service.d" / "portreserve.conf").exists()
+    assert (out / "slapd.service.d" / "portreserve.conf").exists()
+    reads = {name: opened.count(str(cfg / name)) for name in ("cups", "ldap", "plain")}
+    assert reads == {"cups": 1, "ldap": 1, "plain": 1}
