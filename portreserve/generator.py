@@ -83,7 +83,7 @@ def generate(config: Config, scope: units.Scope) -> tuple[dict[str, str], dict[s
         [(r.name, [(p.number, str(p.proto)) for p in r.ports]) for r in config.reservations]
     )
     for reservation in config.reservations:
-        group = units.group_unit(reservation.name)
+        group = names.group_unit(reservation.name)
         files[group] = units.render_group_unit(reservation, scope)
         links[f"sockets.target.wants/{group}"] = f"../{group}"
     for port, owners in config.owners().items():

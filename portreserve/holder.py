@@ -34,13 +34,13 @@ import time
 from collections.abc import Callable
 
 from . import log, names, net, paths, protocol, sd
+from .names import Port
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs memory
 if TYPE_CHECKING:
     from .config import Config
     from .manager import Connection
 
-Port = names.Port
 
 # SO_LINGER {on, 0 s}: close() sends a RST, so a client of a reserved port sees
 # ECONNRESET at once instead of waiting for a timeout.
@@ -196,7 +196,7 @@ class Holder:
         what they are (their port), not by their names."""
         for fd, name in sorted(fds.items()):
             sock = socket.socket(fileno=fd)
-            if name == protocol.CONTROL_FDNAME or sock.family == socket.AF_UNIX:
+            if name == names.CONTROL_FDNAME or sock.family == socket.AF_UNIX:
                 if self.control is not None or sock.type != socket.SOCK_DGRAM:
                     log.warning(f"ignoring fd {fd} ({name}): not the control socket")
                     sock.close()

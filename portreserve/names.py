@@ -4,6 +4,11 @@ Imports nothing: portrelease runs in the start path of every consumer service,
 and each import costs it milliseconds.
 """
 
+# The static units (units/): the holder, its control socket, and the unit that
+# makes a running holder step aside for new sockets (stepaside.py).
+HOLDER_UNIT = "portreserve.service"
+CONTROL_UNIT = "portreserve.socket"
+STEP_ASIDE_UNIT = "portreserve-step-aside.service"
 # Every grouping unit and every socket unit is PartOf= it: stopping it releases
 # everything in one transaction (portrelease '*').
 ALL_UNIT = "portreserve.target"

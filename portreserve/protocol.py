@@ -28,13 +28,13 @@ import os
 import struct
 
 from . import names
+from .names import Port
 
 ALL = "*"
 STATUS = ".status"
 MAX_REQUEST = 1024  # longer than any file name (255 bytes) with room to spare
 MAX_REPLY = 1 << 20
 MAX_FREE_LINES = 512  # an answer to '*' must fit in one datagram
-CONTROL_FDNAME = names.CONTROL_FDNAME
 
 FREE, IN_USE, TAKEN, BUSY, HELD = "free", "in-use", "taken", "busy", "held"
 OUTCOMES = (FREE, IN_USE, TAKEN, BUSY, HELD)
@@ -43,7 +43,6 @@ _UCRED = struct.Struct("3i")
 
 # Plain classes and tuples rather than dataclasses: portrelease imports this
 # module, and importing dataclasses alone costs it several milliseconds.
-PortKey = names.Port
 
 
 class Credentials:
@@ -56,10 +55,10 @@ class Credentials:
 class Reply:
     __slots__ = ("status", "error", "ports", "more")
 
-    def __init__(self, status: str, error: str = "", ports: dict[PortKey, str] | None = None, more: int = 0) -> None:
+    def __init__(self, status: str, error: str = "", ports: dict[Port, str] | None = None, more: int = 0) -> None:
         self.status = status  # OK, ERR, RETRY
         self.error = error
-        self.ports: dict[PortKey, str] = ports if ports is not None else {}
+        self.ports: dict[Port, str] = ports if ports is not None else {}
         self.more = more  # freed ports not listed
 
     @property
@@ -75,11 +74,11 @@ class Reply:
         return cls("RETRY")
 
     @classmethod
-    def held(cls, ports: list[PortKey]) -> Reply:
+    def held(cls, ports: list[Port]) -> Reply:
         return cls("OK", ports=dict.fromkeys(ports, HELD))
 
     @classmethod
-    def outcomes(cls, outcomes: dict[PortKey, str]) -> Reply:
+    def outcomes(cls, outcomes: dict[Port, str]) -> Reply:
         return cls("OK", ports=outcomes)
 
     def encode(self) -> bytes:

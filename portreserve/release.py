@@ -20,6 +20,7 @@ import sys
 import time
 
 from . import __version__, names, net, paths, protocol, spawn
+from .names import Port
 
 # Not typing.TYPE_CHECKING: importing typing would cost several milliseconds
 # (mypy treats any name TYPE_CHECKING as true).  collections.abc alone pulls in
@@ -38,7 +39,6 @@ OLD_HOLDER_GRACE = 0.1
 # have been killed after reading it; the next one would never see it).
 RESEND_SECONDS = 1.0
 
-Port = names.Port
 
 DESCRIPTION = (
     "Release the ports that portreserve holds for the named services (the file names in "

@@ -18,13 +18,12 @@ import time
 
 from . import names, net, paths, protocol, spawn
 from .config import Config, gather
+from .names import Port
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PENDING = 0, 1, 2, 3
 RELOAD_COMMAND = "portreserve reload"
 # Unit types a cgroup path component can end in: the unit that owns a process.
 UNIT_SUFFIXES = (".service", ".scope", ".socket", ".mount", ".swap")
-
-Port = names.Port
 
 
 @dataclasses.dataclass

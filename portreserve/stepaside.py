@@ -19,14 +19,14 @@ import select
 import signal
 import time
 
-from . import spawn, units
+from . import names, spawn
 
 DEAD = ("inactive", "failed")
 WAIT_SECONDS = 30.0
 
 
 def holder_state(user: bool) -> tuple[str, int]:
-    props = spawn.show(user, [units.HOLDER_UNIT], ["ActiveState", "MainPID"]).get(units.HOLDER_UNIT, {})
+    props = spawn.show(user, [names.HOLDER_UNIT], ["ActiveState", "MainPID"]).get(names.HOLDER_UNIT, {})
     try:
         pid = int(props.get("MainPID", "0"))
     except ValueError:
@@ -59,14 +59,14 @@ def step_aside(user: bool) -> int:
             signalled.add(pid)
             terminate(pid)
         if time.monotonic() >= deadline:
-            print(f"portreserve: {units.HOLDER_UNIT} did not exit, new reservations may not start", flush=True)
+            print(f"portreserve: {names.HOLDER_UNIT} did not exit, new reservations may not start", flush=True)
             return 1
         time.sleep(0.02)
     if was_running:
         # Queued now, this start waits for the new sockets (they are ordered
         # before their service).  A holder that was not running is started
         # by the transaction that started us (the grouping unit Wants= it).
-        spawn.systemctl(user, "start", "--no-block", units.HOLDER_UNIT)
+        spawn.systemctl(user, "start", "--no-block", names.HOLDER_UNIT)
     return 0
 
 

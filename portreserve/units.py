@@ -6,16 +6,9 @@ import os
 
 from . import names
 from .config import Port, Proto, Reservation, printable
-from .names import RESERVED_FDNAME, escape, group_unit, name_of_group_unit, unescape
+from .names import ALL_UNIT, HOLDER_UNIT, RESERVED_FDNAME, STEP_ASIDE_UNIT, group_unit
 
 GENERATOR = "portreserve-generator"
-HOLDER_UNIT = "portreserve.service"
-CONTROL_UNIT = "portreserve.socket"
-# systemd refuses to start a socket whose service is running, and a running
-# holder could not receive the new fd anyway: this unit makes it step aside
-# first.  Its ConditionPathExists= keeps it from running (at no cost) at boot.
-STEP_ASIDE_UNIT = "portreserve-step-aside.service"
-ALL_UNIT = names.ALL_UNIT
 
 # Units that call bindresvport() and may start before sockets.target: Debian's
 # rpcbind.service and rpc-statd.service have DefaultDependencies=no.  Ordering
@@ -171,13 +164,3 @@ def render_group_unit(reservation: Reservation, scope: Scope) -> str:
         # which would cost PID 1 a fork per name, docs/design.md F9).
     ]
     return "\n".join(lines) + "\n"
-
-
-__all__ = [
-    "escape",
-    "group_unit",
-    "name_of_group_unit",
-    "port_of_socket_unit",
-    "socket_unit",
-    "unescape",
-]

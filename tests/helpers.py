@@ -38,10 +38,10 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
+from portreserve.names import CONTROL_FDNAME, RESERVED_FDNAME
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
-CONTROL_FDNAME = "portreserve-control"
-RESERVED_FDNAME = "portreserve-port"
 UCRED = struct.Struct("3i")  # struct ucred {pid_t pid; uid_t uid; gid_t gid;}
 
 # Candidate ports: high, but below the kernel's ephemeral range (32768-60999 by

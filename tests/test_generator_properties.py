@@ -168,7 +168,7 @@ def check_tree(out: str, config_names: dict[str, list[Port]]) -> None:
     assert mapped is not None
     assert mapped == {n: [(p.number, str(p.proto)) for p in ports] for n, ports in config_names.items()}
     for name, ports in config_names.items():
-        group = units.group_unit(name)
+        group = names.group_unit(name)
         assert group in listing and len(group) <= UNIT_NAME_MAX
         assert names.name_of_group_unit(group) == name
         assert names.unescape(names.escape(name)) == name

@@ -35,7 +35,6 @@ from pathlib import Path
 
 import pytest
 from helpers import (
-    CONTROL_FDNAME,
     PORTRELEASE,
     PYTHON,
     ROOT,
@@ -66,6 +65,8 @@ from helpers import (
     wait_until,
     write_map,
 )
+
+from portreserve.names import CONTROL_FDNAME
 
 FAST = 0.5  # "at once": well under a second, with room for a loaded machine
 
