@@ -106,10 +106,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    if args.command in ("status", "reload"):
+    if args.command == "status":
         from . import status
 
-        return status.COMMANDS[args.command](args)
+        return status.run_status(args)
+    if args.command == "reload":
+        from . import reload
+
+        return reload.run_reload(args)
     if args.command == "check":
         from . import check
 

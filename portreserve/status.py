@@ -1,4 +1,4 @@
-"""`portreserve status` and `portreserve reload`.
+"""`portreserve status`: every name, its ports and their state.
 
 Exit status of `status` (also in portreserve(8)): 0 every port is held or was
 released as intended; 1 a reservation failed (or the state could not be read);
@@ -375,76 +375,3 @@ def run_status(args: argparse.Namespace) -> int:
     else:
         page(render_text(report), args.no_pager)
     return report.exit_status()
-
-
-# -- reload ------------------------------------------------------------------------
-
-
-def run_reload(args: argparse.Namespace) -> int:
-    try:
-        return reload(args)
-    except spawn.CommandError as e:
-        print(f"portreserve: {e}", file=sys.stderr)
-        return EXIT_FAILED
-
-
-def reload(args: argparse.Namespace) -> int:
-    """daemon-reload, then start the reservations that were never active since
-    boot; released ones stay released.  Says per name what happened."""
-    spawn.systemctl(args.user, "daemon-reload")
-    loaded = names.read_map(generator_dir(args)) or {}
-    groups = {n: names.group_unit(n) for n in loaded}
-    units = {n: [groups[n], *(names.socket_unit(*p) for p in loaded[n])] for n in loaded}
-    before = show(args.user, list(dict.fromkeys(u for us in units.values() for u in us)))
-
-    def ever_active(unit: str) -> bool:
-        return timestamp(before.get(unit, {}).get("ActiveEnterTimestamp")) is not None
-
-    # New: none of the name's units was ever active since boot.  A name
-    # released since (its units inactive again) stays released.
-    empty = [n for n in sorted(loaded) if not loaded[n]]
-    new = [n for n in loaded if loaded[n] and not any(map(ever_active, units[n]))]
-    error = ""
-    if new:
-        sockets = [names.socket_unit(*p) for n in new for p in loaded[n]]
-        # The groups with their sockets, in one call: systemctl waits for them
-        # all.  Its own messages ("Job for ... failed") are kept for the case
-        # where the units' states below do not say why.
-        try:
-            spawn.systemctl(args.user, "start", "--", *(groups[n] for n in new), *sockets, stderr=True)
-        except spawn.CommandError as e:
-            error = e.detail or str(e)
-    after = show(args.user, [*(groups[n] for n in new), *(names.socket_unit(*p) for n in new for p in loaded[n])])
-    result = EXIT_OK
-    kept = [n for n in sorted(loaded) if n not in new and loaded[n]]
-    states = {n: [socket_state(n, p, before) for p in loaded[n]] for n in kept}
-    active = [n for n in kept if any(s.state == "held" for s in states[n])]
-    failed = [n for n in kept if n not in active and any(s.state == "failed" for s in states[n])]
-    if active:
-        print(f"already reserved: {' '.join(active)}")
-    released = [n for n in kept if n not in active and n not in failed]
-    if released:
-        print(f"released earlier, left released: {' '.join(released)}")
-    for name in failed:
-        why = "; ".join(f"{s.port[0]}/{s.port[1]} {s.detail}" for s in states[name] if s.state == "failed")
-        print(f"{name}: failed earlier, left alone: {why} (retry: systemctl restart {groups[name]})")
-    for name in empty:
-        print(f"{name}: nothing to reserve (no valid entries)")
-    for name in sorted(new):
-        ports = " ".join(f"{n}/{p}" for n, p in loaded[name])
-        problems = []
-        for port in loaded[name]:
-            state = socket_state(name, port, after)
-            if state.state != "held":
-                problems.append(f"{port[0]}/{port[1]} {state.state}" + (f" ({state.detail})" if state.detail else ""))
-        if problems:
-            result = EXIT_FAILED
-            print(f"{name}: failed: {'; '.join(problems)}")
-        else:
-            print(f"{name}: reserved {ports}")
-    if result != EXIT_OK and error:
-        print(error, file=sys.stderr)
-    return result
-
-
-COMMANDS = {"status": run_status, "reload": run_reload}
