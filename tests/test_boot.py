@@ -28,7 +28,8 @@ pytestmark = pytest.mark.boot
 REPO = Path(__file__).resolve().parent.parent
 PORTCHECK = (GUEST / "portcheck").read_text()
 
-# For drivers still written as Python strings (tests/test_boot_dropins.py):
+# For drivers still written as Python strings (tests/test_status.py,
+# tests/test_boot_package.py):
 # lib.sh's check, eventually, no_failed_units ... inlined.
 DRIVER_PRELUDE = "#!/bin/bash\nset -u\n" + (GUEST / "lib.sh").read_text()
 
