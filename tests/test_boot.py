@@ -37,6 +37,11 @@ REALISTIC = Driver(GUEST / "realistic.sh")
 BAD_CONFIG = Driver(GUEST / "bad_config.sh")
 USER_MODE = Driver(GUEST / "user_mode.sh")
 BOOTS = (REALISTIC, BAD_CONFIG, USER_MODE)  # in the order pytest runs them
+DROPINS = Driver(GUEST / "dropins.sh")  # the boot of tests/test_boot_dropins.py
+# Every driver made of scenarios and run by lib.sh's run_scenarios.
+SCENARIO_DRIVERS = (*BOOTS, DROPINS)
+# Drivers whose scenarios are numbered together, from s1, in the order they run.
+NUMBERED_TOGETHER = {"realistic-bad_config-user_mode": BOOTS, "dropins": (DROPINS,)}
 
 
 def unit(text: str) -> str:
@@ -288,13 +293,13 @@ def test_user_mode_boot(user_boot: BootResult, scenario: str) -> None:
 # -- the drivers themselves (no boot) -----------------------------------------
 
 
-@pytest.mark.parametrize("driver", BOOTS, ids=lambda d: d.path.name)
+@pytest.mark.parametrize("driver", SCENARIO_DRIVERS, ids=lambda d: d.path.name)
 def test_driver_runs_exactly_the_scenarios_it_defines_in_their_order(driver: Driver) -> None:
     assert driver.run_list == driver.scenarios
     assert 'run_scenarios "${SCENARIOS[@]}"' in driver.text
 
 
-@pytest.mark.parametrize("driver", BOOTS, ids=lambda d: d.path.name)
+@pytest.mark.parametrize("driver", SCENARIO_DRIVERS, ids=lambda d: d.path.name)
 def test_every_scenario_records_checks_with_plain_names(driver: Driver) -> None:
     for scenario in driver.scenarios:
         checks = driver.checks(scenario)
@@ -328,8 +333,9 @@ def test_a_scenario_fails_on_a_failed_or_missing_check_or_when_cut_short(tmp_pat
     assert_scenario(result, driver, "s1_x")
 
 
-def test_scenarios_are_numbered_in_the_order_they_run() -> None:
-    numbers = [Driver.number(s) for d in BOOTS for s in d.run_list]
+@pytest.mark.parametrize("drivers", NUMBERED_TOGETHER.values(), ids=NUMBERED_TOGETHER.keys())
+def test_scenarios_are_numbered_in_the_order_they_run(drivers: tuple[Driver, ...]) -> None:
+    numbers = [Driver.number(s) for d in drivers for s in d.run_list]
     assert numbers == list(range(1, len(numbers) + 1))
 
 
