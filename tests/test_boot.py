@@ -311,7 +311,7 @@ def test_every_scenario_records_checks_with_plain_names(driver: Driver) -> None:
 
 def test_a_scenario_fails_on_a_failed_or_missing_check_or_when_cut_short(tmp_path: Path) -> None:
     driver_path = tmp_path / "driver.sh"
-    driver_path.write_text("scenario_s1_x() {\n    check a true\n    check b false\n}\nSCENARIOS=(\n    s1_x\n)\n")
+    driver_path.write_text("scenario_s1_x() {\n    check a true\n    repeat 3 b false\n}\nSCENARIOS=(\n    s1_x\n)\n")
     driver = Driver(driver_path)
     results = tmp_path / "results"
     (results / "checks").mkdir(parents=True)
