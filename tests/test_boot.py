@@ -38,8 +38,10 @@ BAD_CONFIG = Driver(GUEST / "bad_config.sh")
 USER_MODE = Driver(GUEST / "user_mode.sh")
 BOOTS = (REALISTIC, BAD_CONFIG, USER_MODE)  # in the order pytest runs them
 DROPINS = Driver(GUEST / "dropins.sh")  # the boot of tests/test_boot_dropins.py
-# Every driver made of scenarios and run by lib.sh's run_scenarios.
-SCENARIO_DRIVERS = (*BOOTS, DROPINS)
+# Every driver made of scenarios and run by lib.sh's run_scenarios; the race
+# and adversary boots (tests/test_boot_races.py, tests/test_boot_adversary.py)
+# do not number theirs.
+SCENARIO_DRIVERS = (*BOOTS, DROPINS, Driver(GUEST / "races.sh"), Driver(GUEST / "adversary.sh"))
 # Drivers whose scenarios are numbered together, from s1, in the order they run.
 NUMBERED_TOGETHER = {"realistic-bad_config-user_mode": BOOTS, "dropins": (DROPINS,)}
 
