@@ -3,12 +3,14 @@
 A driver sources tests/guest/lib.sh, defines one ``scenario_NAME`` shell
 function per behaviour, lists them in the order they run in ``SCENARIOS=(...)``
 and runs them with ``run_scenarios "${SCENARIOS[@]}"``.  Inside a scenario,
-``check CHECK CMD...`` records /results/checks/NAME.CHECK, and run_scenarios
-records /results/scenarios/NAME once the function returned.
+``check CHECK CMD...`` (or ``repeat COUNT CHECK CMD...``, which runs CMD COUNT
+times) records /results/checks/NAME.CHECK, and run_scenarios records
+/results/scenarios/NAME once the function returned.
 
 The tests derive everything from the driver's text: one test per scenario
 function, and the checks each scenario must have recorded are the ``check``
-lines of its function.  No name is written a second time on the Python side.
+and ``repeat`` lines of its function.  No name is written a second time on the
+Python side.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ PORTCHECK_IN_GUEST = "/usr/local/bin/portcheck"
 
 _FUNCTION = re.compile(r"^scenario_(\w+)\(\) \{\n(.*?)^\}$", re.MULTILINE | re.DOTALL)
 _RUN_LIST = re.compile(r"^SCENARIOS=\(\n(.*?)\n\)", re.MULTILINE | re.DOTALL)
-_CHECK = re.compile(r"^\s*check\s+(\S+)", re.MULTILINE)
+_CHECK = re.compile(r"^\s*(?:check|repeat\s+\d+)\s+(\S+)", re.MULTILINE)
 _NUMBER = re.compile(r"^s(\d+)_")
 
 

@@ -28,7 +28,8 @@ pytestmark = pytest.mark.boot
 REPO = Path(__file__).resolve().parent.parent
 PORTCHECK = (GUEST / "portcheck").read_text()
 
-# For drivers still written as Python strings (tests/test_boot_dropins.py):
+# For drivers still written as Python strings (tests/test_status.py,
+# tests/test_boot_package.py):
 # lib.sh's check, eventually, no_failed_units ... inlined.
 DRIVER_PRELUDE = "#!/bin/bash\nset -u\n" + (GUEST / "lib.sh").read_text()
 
@@ -36,6 +37,13 @@ REALISTIC = Driver(GUEST / "realistic.sh")
 BAD_CONFIG = Driver(GUEST / "bad_config.sh")
 USER_MODE = Driver(GUEST / "user_mode.sh")
 BOOTS = (REALISTIC, BAD_CONFIG, USER_MODE)  # in the order pytest runs them
+DROPINS = Driver(GUEST / "dropins.sh")  # the boot of tests/test_boot_dropins.py
+# Every driver made of scenarios and run by lib.sh's run_scenarios; the race
+# and adversary boots (tests/test_boot_races.py, tests/test_boot_adversary.py)
+# do not number theirs.
+SCENARIO_DRIVERS = (*BOOTS, DROPINS, Driver(GUEST / "races.sh"), Driver(GUEST / "adversary.sh"))
+# Drivers whose scenarios are numbered together, from s1, in the order they run.
+NUMBERED_TOGETHER = {"realistic-bad_config-user_mode": BOOTS, "dropins": (DROPINS,)}
 
 
 def unit(text: str) -> str:
@@ -287,13 +295,13 @@ def test_user_mode_boot(user_boot: BootResult, scenario: str) -> None:
 # -- the drivers themselves (no boot) -----------------------------------------
 
 
-@pytest.mark.parametrize("driver", BOOTS, ids=lambda d: d.path.name)
+@pytest.mark.parametrize("driver", SCENARIO_DRIVERS, ids=lambda d: d.path.name)
 def test_driver_runs_exactly_the_scenarios_it_defines_in_their_order(driver: Driver) -> None:
     assert driver.run_list == driver.scenarios
     assert 'run_scenarios "${SCENARIOS[@]}"' in driver.text
 
 
-@pytest.mark.parametrize("driver", BOOTS, ids=lambda d: d.path.name)
+@pytest.mark.parametrize("driver", SCENARIO_DRIVERS, ids=lambda d: d.path.name)
 def test_every_scenario_records_checks_with_plain_names(driver: Driver) -> None:
     for scenario in driver.scenarios:
         checks = driver.checks(scenario)
@@ -305,7 +313,7 @@ def test_every_scenario_records_checks_with_plain_names(driver: Driver) -> None:
 
 def test_a_scenario_fails_on_a_failed_or_missing_check_or_when_cut_short(tmp_path: Path) -> None:
     driver_path = tmp_path / "driver.sh"
-    driver_path.write_text("scenario_s1_x() {\n    check a true\n    check b false\n}\nSCENARIOS=(\n    s1_x\n)\n")
+    driver_path.write_text("scenario_s1_x() {\n    check a true\n    repeat 3 b false\n}\nSCENARIOS=(\n    s1_x\n)\n")
     driver = Driver(driver_path)
     results = tmp_path / "results"
     (results / "checks").mkdir(parents=True)
@@ -327,12 +335,16 @@ def test_a_scenario_fails_on_a_failed_or_missing_check_or_when_cut_short(tmp_pat
     assert_scenario(result, driver, "s1_x")
 
 
-def test_scenarios_are_numbered_in_the_order_they_run() -> None:
-    numbers = [Driver.number(s) for d in BOOTS for s in d.run_list]
+@pytest.mark.parametrize("drivers", NUMBERED_TOGETHER.values(), ids=NUMBERED_TOGETHER.keys())
+def test_scenarios_are_numbered_in_the_order_they_run(drivers: tuple[Driver, ...]) -> None:
+    numbers = [Driver.number(s) for d in drivers for s in d.run_list]
     assert numbers == list(range(1, len(numbers) + 1))
 
 
-@pytest.mark.parametrize("path", sorted(set(GUEST.glob("*.sh")) - {GUEST / "lib.sh"}), ids=lambda p: p.name)
+# All of tests/guest/*.sh but lib.sh (sourced by the drivers) and demo.sh (`make demo`, no checks).
+@pytest.mark.parametrize(
+    "path", sorted(set(GUEST.glob("*.sh")) - {GUEST / "lib.sh", GUEST / "demo.sh"}), ids=lambda p: p.name
+)
 def test_every_driver_defines_the_scenarios_it_runs(path: Path) -> None:
     driver = Driver(path)
     assert sorted(driver.run_list) == sorted(driver.scenarios)

@@ -1,27 +1,26 @@
 """An adversary's boot: a hostile but ordinary admin against the holder,
 portrelease and step-aside (the review of issue 8).
 
-One boot runs tests/guest/adversary.sh, whose scenario_* functions each record
-their checks under their own name; every check of a scenario must be "ok".
+One boot runs tests/guest/adversary.sh, made of scenario_* functions; every
+scenario is one test here, derived from the driver (tests/scenarios.py): it
+passes when the scenario ran to its end and each of its checks recorded "ok".
 The boot has 200 consumers that each run portrelease at boot; 1000 more
 reservations come with a `portreserve reload` late in the run.
 """
 
 from __future__ import annotations
 
-import re
 import subprocess
 from pathlib import Path
 
 import pytest
 from boot import BootResult, boot
+from scenarios import GUEST, Driver, assert_scenario, guest_tools
 
 pytestmark = pytest.mark.boot
 
 REPO = Path(__file__).resolve().parent.parent
-GUEST = REPO / "tests" / "guest"
-DRIVER = (GUEST / "adversary.sh").read_text()
-SCENARIOS = re.findall(r"^scenario_(\w+)\(\)", DRIVER, re.MULTILINE)
+ADVERSARY = Driver(GUEST / "adversary.sh")
 # (a tab or any control character is refused by the generator: tests/test_hostile_inputs.py)
 HOSTILE_NAMES = [" lead", "sp ace", "trail ", "café", "日本語", '50% "q" $x', "back\\slash"]
 BURST = 200
@@ -29,9 +28,8 @@ BURST = 200
 
 def config() -> tuple[dict[str, str | bytes | tuple[str | bytes, int]], dict[str, str]]:
     files: dict[str, str | bytes | tuple[str | bytes, int]] = {
-        "/usr/local/bin/portcheck": ((GUEST / "portcheck").read_text(), 0o755),
+        **guest_tools(),
         "/usr/local/bin/adv-flood": ((GUEST / "adv-flood").read_text(), 0o755),
-        "/usr/local/lib/boot-tests/lib.sh": (GUEST / "lib.sh").read_text(),
         # Consumers started at boot: portrelease in ExecStartPre= (a failure
         # fails the unit), then a check that the port can be bound.
         "/etc/systemd/system/adv-burst@.service": (
@@ -84,23 +82,12 @@ def adversary(destdir: Path, tmp_path_factory: pytest.TempPathFactory) -> BootRe
         files=files,
         symlinks=symlinks,
         install=destdir,
-        driver=DRIVER,
+        driver=ADVERSARY.text,
         driver_after=["adv-burst.target"],
         timeout=600,
     )
 
 
-def test_driver_defines_the_scenarios_it_runs() -> None:
-    listed = re.search(r"^SCENARIOS=\(\n(.*?)\n\)", DRIVER, re.MULTILINE | re.DOTALL)
-    assert listed is not None
-    assert sorted(listed.group(1).split()) == sorted(SCENARIOS)
-
-
-@pytest.mark.parametrize("scenario", SCENARIOS)
+@pytest.mark.parametrize("scenario", ADVERSARY.scenarios)
 def test_adversary(adversary: BootResult, scenario: str) -> None:
-    checks = sorted((adversary.results_dir / "checks").glob(f"{scenario}.*"))
-    assert checks, f"scenario {scenario} recorded no check; driver log:\n{adversary.read('driver.log')[-3000:]}"
-    failed = {c.name: c.read_text() for c in checks if not c.read_text().startswith("ok")}
-    assert not failed, (
-        "\n".join(f"{k}:\n{v}" for k, v in failed.items()) + "\n--- journal ---\n" + adversary.journal[-8000:]
-    )
+    assert_scenario(adversary, ADVERSARY, scenario)

@@ -1,7 +1,8 @@
 #!/bin/bash
 # Boot driver: an adversary's attacks on the holder, portrelease and
-# step-aside (issue 8 review).  Each scenario_* function records its checks
-# under its own name; tests/test_boot_adversary.py has one test per function.
+# step-aside (issue 8 review).  Each scenario_* function is one behaviour; its
+# checks (check, or repeat for the races) are recorded as SCENARIO.CHECK and
+# tests/test_boot_adversary.py has one test per scenario.
 #
 # Names (tests/test_boot_adversary.py writes them):
 #   a01..a40    2{4}0NN/tcp and /udp          (24001..24040)
@@ -49,32 +50,38 @@ scenario_boot_burst() {
         return 1
     }
     export -f burst_all_started
-    check boot_burst.all_consumers_started burst_all_started
+    check all_consumers_started burst_all_started
 }
 
 # -- names --------------------------------------------------------------------
 
 scenario_hostile_names() {
-    local i=1 name
+    check held_released_reserved_again hostile_names_round_trip
+    check no_failed no_failed_units_but_taken
+}
+# Each hostile name in turn: held since boot, released, reserved again.  Every
+# name and step is tried whatever happened before; each failure names both.
+hostile_names_round_trip() {
+    local i=1 name port failed=0
     while IFS= read -r -d '' name; do
-        local port="2600$i/tcp"
-        check "hostile_names.held_$i" held_eventually "$port"
-        check "hostile_names.released_$i" release_then_free "$name" "$port"
-        check "hostile_names.reserved_again_$i" reserve_name "$name" "$port"
+        port="2600$i/tcp"
+        held_eventually "$port" || { echo "'$name': $port not held"; failed=1; }
+        release_then_free "$name" "$port" || { echo "'$name': not released"; failed=1; }
+        reserve_name "$name" "$port" || { echo "'$name': not reserved again"; failed=1; }
         i=$((i + 1))
     done < <(printf '%s\0' ' lead' 'sp ace' 'trail ' 'café' '日本語' '50% "q" $x' 'back\slash')
-    check hostile_names.no_failed no_failed_units_but_taken
+    return "$failed"
 }
 
 scenario_non_root() {
     # Not root, no session: the system's reservations, refused with a reason.
-    check non_root.refused bash -c 'out=$(setpriv --reuid=65534 --regid=65534 --clear-groups portrelease a31 2>&1); rc=$?
+    check refused bash -c 'out=$(setpriv --reuid=65534 --regid=65534 --clear-groups portrelease a31 2>&1); rc=$?
         echo "rc=$rc $out"; [ $rc = 1 ] && grep -qi "root" <<<"$out"'
-    check non_root.still_held portcheck bound 24031/tcp 24031/udp
+    check still_held portcheck bound 24031/tcp 24031/udp
     # Not root, --system explicitly, with a session directory: refused as well.
-    check non_root.refused_system bash -c 'out=$(XDG_RUNTIME_DIR=/tmp setpriv --reuid=65534 --regid=65534 --clear-groups \
+    check refused_system bash -c 'out=$(XDG_RUNTIME_DIR=/tmp setpriv --reuid=65534 --regid=65534 --clear-groups \
         portrelease --system a31 2>&1); rc=$?; echo "rc=$rc $out"; [ $rc = 1 ] && grep -qi "root" <<<"$out"'
-    check non_root.still_held_after portcheck bound 24031/tcp 24031/udp
+    check still_held_after portcheck bound 24031/tcp 24031/udp
 }
 
 # -- the manager connection ---------------------------------------------------
@@ -87,16 +94,16 @@ scenario_daemon_reexec() {
     before=$(holder_pid)
     systemctl daemon-reexec
     sleep 1
-    check daemon_reexec.holder_survives bash -c "[ \"\$(holder_state)\" = active ] && [ \"\$(holder_pid)\" = $before ] ||
+    check holder_survives bash -c "[ \"\$(holder_state)\" = active ] && [ \"\$(holder_pid)\" = $before ] ||
         { systemctl status --no-pager -n 30 portreserve.service; exit 1; }"
-    check daemon_reexec.no_traceback no_traceback
-    check daemon_reexec.release_after release_then_free a01 24001/tcp 24001/udp
+    check no_traceback no_traceback
+    check release_after release_then_free a01 24001/tcp 24001/udp
     # A release in flight across a re-exec.
     portrelease a02 > /tmp/reexec.out 2>&1 & local p=$!
     systemctl daemon-reexec
     local rc=0
     wait "$p" || rc=$?
-    check daemon_reexec.release_across bash -c "cat /tmp/reexec.out; [ $rc = 0 ] &&
+    check release_across bash -c "cat /tmp/reexec.out; [ $rc = 0 ] &&
         flock /run/probe.lock portcheck free 24002/tcp 24002/udp"
     systemctl reset-failed portreserve.service 2>/dev/null
 }
@@ -115,7 +122,7 @@ scenario_reload_storm() {
         eventually bash -c '[ "$(systemctl show -P ActiveState portreserve-24007-tcp.socket)" = inactive ]'
     }
     export -f one_round
-    repeat 2 reload_storm.true_and_consistent one_round
+    repeat 2 true_and_consistent one_round
 }
 
 # -- admins acting on units -----------------------------------------------------
@@ -123,11 +130,11 @@ scenario_reload_storm() {
 scenario_socket_unit_by_hand() {
     reserve a06 24006/tcp 24006/udp
     eventually holder_active
-    check socket_unit_by_hand.stop_start bash -c 'systemctl stop portreserve-24006-tcp.socket &&
+    check stop_start bash -c 'systemctl stop portreserve-24006-tcp.socket &&
         eventually portcheck free 24006/tcp && systemctl start portreserve-24006-tcp.socket &&
         held_eventually 24006/tcp'
-    check socket_unit_by_hand.restart bash -c 'systemctl restart portreserve-24006-udp.socket && held_eventually 24006/udp'
-    check socket_unit_by_hand.release release_then_free a06 24006/tcp 24006/udp
+    check restart bash -c 'systemctl restart portreserve-24006-udp.socket && held_eventually 24006/udp'
+    check release release_then_free a06 24006/tcp 24006/udp
 }
 
 scenario_in_use_after_admin_stop() {
@@ -139,7 +146,7 @@ scenario_in_use_after_admin_stop() {
     systemctl stop "$(group a03)"
     eventually portcheck free 24003/tcp 24003/udp
     systemd-run -q --unit=a03-server --service-type=notify -p NotifyAccess=all portcheck serve 24003/tcp 24003/udp
-    check in_use_after_admin_stop.answers bash -c 'portrelease -v -t 3 a03'
+    check answers bash -c 'portrelease -v -t 3 a03'
     systemctl stop a03-server
 }
 
@@ -151,7 +158,7 @@ scenario_removed_config() {
     # Nobody reserves 24005 any more: it must not stay bound for good, and
     # portrelease of the name (or '*') must not say "nothing" while it is.
     portrelease a05 > /tmp/removed.out 2>&1; echo "rc=$?" >> /tmp/removed.out
-    check removed_config.free_after_reload bash -c 'cat /tmp/removed.out; systemctl show -p LoadState -p ActiveState portreserve-24005-tcp.socket
+    check free_after_reload bash -c 'cat /tmp/removed.out; systemctl show -p LoadState -p ActiveState portreserve-24005-tcp.socket
         eventually portcheck free 24005/tcp 24005/udp || { ss -Htlunp | grep 24005; exit 1; }'
     mv /root/a05.removed /etc/portreserve/a05
     systemctl daemon-reload
@@ -169,9 +176,9 @@ scenario_holder_restart_in_flight() {
         for p in "${pids[@]}"; do wait "$p" || { cat /tmp/inflight.*; return 1; }; done
     }
     export -f one_round
-    repeat 6 holder_restart_in_flight.restart one_round restart
-    repeat 6 holder_restart_in_flight.stop one_round stop
-    check holder_restart_in_flight.no_failed no_failed_units_but_taken
+    repeat 6 restart one_round restart
+    repeat 6 stop one_round stop
+    check no_failed no_failed_units_but_taken
 }
 
 scenario_kill_in_flight() {
@@ -184,10 +191,10 @@ scenario_kill_in_flight() {
     local rc1=0 rc2=0
     wait "$p1" || rc1=$?
     wait "$p2" || rc2=$?
-    check kill_in_flight.first bash -c "cat /tmp/kill.1; exit $rc1"
-    check kill_in_flight.second bash -c "cat /tmp/kill.2; exit $rc2"
+    check first bash -c "cat /tmp/kill.1; exit $rc1"
+    check second bash -c "cat /tmp/kill.2; exit $rc2"
     systemctl reset-failed portreserve.service
-    check kill_in_flight.next_release_works release_then_free a14 24014/tcp 24014/udp
+    check next_release_works release_then_free a14 24014/tcp 24014/udp
 }
 
 scenario_restart_group_loops() {
@@ -201,9 +208,9 @@ scenario_restart_group_loops() {
     local bad=0
     for p in "${pids[@]}"; do wait "$p" || bad=1; done
     wait "$r"
-    check restart_group_loops.releases_true bash -c "[ $bad = 0 ] || { cat /tmp/loops.*; exit 1; }"
-    check restart_group_loops.restarted_held held_eventually 24015/tcp 24015/udp
-    check restart_group_loops.no_failed no_failed_units_but_taken
+    check releases_true bash -c "[ $bad = 0 ] || { cat /tmp/loops.*; exit 1; }"
+    check restarted_held held_eventually 24015/tcp 24015/udp
+    check no_failed no_failed_units_but_taken
 }
 
 scenario_reload_during_releases() {
@@ -216,9 +223,9 @@ scenario_reload_during_releases() {
     portreserve reload > /tmp/rel.reload 2>&1 & pids+=($!)
     local bad=0
     for p in "${pids[@]}"; do wait "$p" || bad=1; done
-    check reload_during_releases.all_ok bash -c "[ $bad = 0 ] || { cat /tmp/rel.*; exit 1; }"
-    check reload_during_releases.new_held held_eventually "${ports[@]}"
-    check reload_during_releases.no_failed no_failed_units_but_taken
+    check all_ok bash -c "[ $bad = 0 ] || { cat /tmp/rel.*; exit 1; }"
+    check new_held held_eventually "${ports[@]}"
+    check no_failed no_failed_units_but_taken
 }
 
 scenario_requires_consumer() {
@@ -229,8 +236,8 @@ scenario_requires_consumer() {
     # holder exit; a consumer that Requires= it must not be stopped.
     portrelease a27
     eventually holder_active
-    check requires_consumer.reserve reserve a27 24027/tcp 24027/udp
-    check requires_consumer.still_running bash -c "[ \"\$(systemctl show -P ActiveState adv-requires.service)\" = active ] &&
+    check reserve reserve a27 24027/tcp 24027/udp
+    check still_running bash -c "[ \"\$(systemctl show -P ActiveState adv-requires.service)\" = active ] &&
         [ \"\$(systemctl show -P ActiveEnterTimestampMonotonic adv-requires.service)\" = $since ]"
     systemctl stop adv-requires.service
 }
@@ -244,20 +251,20 @@ scenario_traffic_flood() {
     for n in a28 a29 a30; do
         release_then_free "$n" "$(aport "$n")/tcp" "$(aport "$n")/udp" > "/tmp/flood.$n" 2>&1 || bad=1
     done
-    check traffic_flood.releases_true bash -c "[ $bad = 0 ] || { cat /tmp/flood.*; exit 1; }"
-    check traffic_flood.still_held portcheck bound 24032/tcp 24032/udp 24033/tcp 24033/udp
-    check traffic_flood.still_refused portcheck refused 24032 24033
+    check releases_true bash -c "[ $bad = 0 ] || { cat /tmp/flood.*; exit 1; }"
+    check still_held portcheck bound 24032/tcp 24032/udp 24033/tcp 24033/udp
+    check still_refused portcheck refused 24032 24033
     kill "$f"; wait "$f" 2>/dev/null
-    check traffic_flood.holder_alive holder_active
+    check holder_alive holder_active
 }
 
 scenario_control_junk_flood() {
     # Root floods the control socket with junk; a real release still goes through.
     adv-flood junk & local f=$!
     sleep 0.5
-    check control_junk_flood.real_release release_then_free a34 24034/tcp 24034/udp
+    check real_release release_then_free a34 24034/tcp 24034/udp
     kill "$f"; wait "$f" 2>/dev/null
-    check control_junk_flood.holder_alive holder_active
+    check holder_alive holder_active
 }
 
 scenario_queue_full_timeout() {
@@ -273,9 +280,9 @@ scenario_queue_full_timeout() {
     timeout 12 portrelease -t 1 a35 > /tmp/qfull.out 2>&1
     local rc=$?
     kill -CONT "$pid"
-    check queue_full_timeout.gave_up_in_time bash -c "cat /tmp/qfull.fill /tmp/qfull.out; echo rc=$rc
+    check gave_up_in_time bash -c "cat /tmp/qfull.fill /tmp/qfull.out; echo rc=$rc
         [ $filled = 0 ] && [ $rc = 1 ]"
-    check queue_full_timeout.release_after release_then_free a35 24035/tcp 24035/udp
+    check release_after release_then_free a35 24035/tcp 24035/udp
 }
 
 scenario_pid1_busy() {
@@ -288,7 +295,7 @@ scenario_pid1_busy() {
     local bad=0
     for p in "${rel[@]}"; do wait "$p" || bad=1; done
     wait "${pids[@]}"
-    check pid1_busy.releases_true bash -c "[ $bad = 0 ] || { cat /tmp/busy.*; exit 1; }"
+    check releases_true bash -c "[ $bad = 0 ] || { cat /tmp/busy.*; exit 1; }"
 }
 
 # -- everything ---------------------------------------------------------------
@@ -297,24 +304,24 @@ scenario_thousand_and_all() {
     # 1000 new names in one reload while the holder runs, then release all.
     local i
     for i in $(seq -w 1 1000); do echo "$((30000 + 10#$i))/tcp" > "/etc/portreserve/m$i"; done
-    check thousand_and_all.reload portreserve reload
-    check thousand_and_all.all_held bash -c 'for i in 1 250 500 750 1000; do held_eventually $((30000 + i))/tcp || exit 1; done'
-    check thousand_and_all.release_all bash -c 'portrelease -v "*"'
+    check reload portreserve reload
+    check all_held bash -c 'for i in 1 250 500 750 1000; do held_eventually $((30000 + i))/tcp || exit 1; done'
+    check release_all bash -c 'portrelease -v "*"'
     local ports=()
     for i in $(seq 30001 31000); do ports+=("$i/tcp"); done
-    check thousand_and_all.all_free flock /run/probe.lock portcheck free "${ports[@]}" 24039/tcp 24039/udp
-    check thousand_and_all.no_job_left bash -c 'eventually bash -c "[ -z \"\$(systemctl list-jobs --no-legend | grep -v boot-driver.service)\" ]" || { systemctl list-jobs --no-pager | head; exit 1; }'
-    check thousand_and_all.holder_exits eventually bash -c '[ "$(holder_state)" = inactive ]'
+    check all_free flock /run/probe.lock portcheck free "${ports[@]}" 24039/tcp 24039/udp
+    check no_job_left bash -c 'eventually bash -c "[ -z \"\$(systemctl list-jobs --no-legend | grep -v boot-driver.service)\" ]" || { systemctl list-jobs --no-pager | head; exit 1; }'
+    check holder_exits eventually bash -c '[ "$(holder_state)" = inactive ]'
 }
 
 scenario_holder_without_fds() {
     # Everything released, the control socket stopped by an admin: a start of
     # the holder (here by a consumer that Requires= it) gets no fds at all.
     systemctl stop portreserve.socket
-    check holder_without_fds.consumer_starts timeout 30 systemctl start adv-requires.service
-    check holder_without_fds.not_failed bash -c '! systemctl is-failed --quiet portreserve.service ||
+    check consumer_starts timeout 30 systemctl start adv-requires.service
+    check not_failed bash -c '! systemctl is-failed --quiet portreserve.service ||
         { systemctl status --no-pager -n 20 portreserve.service; exit 1; }'
-    check holder_without_fds.binds_nothing flock /run/probe.lock portcheck free 24001/tcp 24031/udp 30001/tcp
+    check binds_nothing flock /run/probe.lock portcheck free 24001/tcp 24031/udp 30001/tcp
     systemctl stop adv-requires.service
     systemctl reset-failed portreserve.service 2>/dev/null
     systemctl start portreserve.socket
@@ -326,14 +333,14 @@ scenario_isolate() {
     reserve a39 24039/tcp 24039/udp
     # --no-block: the isolate transaction holds the driver's own start job,
     # which ends only with the driver.
-    check isolate.isolate bash -c 'systemctl isolate --no-block adv-isolate.target &&
+    check isolate bash -c 'systemctl isolate --no-block adv-isolate.target &&
         eventually bash -c "[ \"\$(systemctl show -P ActiveState adv-isolate.target)\" = active ]" &&
         eventually bash -c "[ -z \"\$(systemctl list-jobs --no-legend | grep -v boot-driver.service)\" ]" ||
         { systemctl list-jobs --no-pager; systemctl show -p ActiveState adv-isolate.target; exit 1; }'
-    check isolate.kept_held held_eventually 24040/tcp 24040/udp
-    check isolate.others_free eventually portcheck free 24039/tcp 24039/udp
-    check isolate.release_kept release_then_free a40 24040/tcp 24040/udp
-    check isolate.no_failed no_failed_units_but_taken
+    check kept_held held_eventually 24040/tcp 24040/udp
+    check others_free eventually portcheck free 24039/tcp 24039/udp
+    check release_kept release_then_free a40 24040/tcp 24040/udp
+    check no_failed no_failed_units_but_taken
 }
 
 no_failed_units_but_taken() {
@@ -365,9 +372,6 @@ SCENARIOS=(
     holder_without_fds
     isolate
 )
-for scenario in "${SCENARIOS[@]}"; do
-    echo "== $scenario $(date +%s.%N)"
-    "scenario_$scenario"
-done
+run_scenarios "${SCENARIOS[@]}"
 echo "== end $(date +%s.%N)"
 systemctl list-units --all --no-pager 'portreserve*' > /results/units.txt 2>&1

@@ -112,12 +112,13 @@ unit_state() {  # unit -> ActiveState/Result
 }
 
 # run_scenarios NAME...: run scenario_NAME for each NAME in turn, with
-# $SCENARIO set; /results/scenarios/NAME records that it ran to its end.
+# $SCENARIO set; /results/scenarios/NAME records that it ran to its end.  The
+# driver log gets "== NAME" and the time (seconds since the epoch) at each start.
 run_scenarios() {
     mkdir -p /results/scenarios
     local scenario
     for scenario in "$@"; do
-        echo "== $scenario"
+        echo "== $scenario $(date +%s.%N)"
         export SCENARIO=$scenario
         "scenario_$scenario"
         echo "returned $?" > "/results/scenarios/$scenario"

@@ -1,7 +1,8 @@
 #!/bin/bash
 # Boot driver: every way a release can race the holder, PID 1 or another
-# release (issue 8).  Each scenario_* function records its checks under its own
-# name; tests/test_boot_races.py has one test per function, found by name.
+# release (issue 8).  Each scenario_* function is one behaviour; its checks
+# (check, or repeat for the races) are recorded as SCENARIO.CHECK and
+# tests/test_boot_races.py has one test per scenario.
 # Names n01..n40 reserve 21001..21040/tcp; n01..n10 also the same port in UDP.
 # new01..new40 (22001..22040/tcp) are written by the reload scenario.
 # Functions run through repeat and bash -c: shellcheck cannot see those calls,
@@ -21,18 +22,12 @@ no_failed_but_taken() {
 }
 export -f port no_failed_but_taken
 
-scenario_stop_routes() {
-    reserve n01 21001/tcp 21001/udp
-    # The socket unit itself: only the holder's own view can tell it to let go.
-    check stop_routes.socket_unit bash -c 'systemctl stop portreserve-21001-tcp.socket &&
-        eventually portcheck free 21001/tcp && portcheck bound 21001/udp'
-    check stop_routes.group bash -c 'systemctl stop "$(group n01)" && eventually portcheck free 21001/udp'
-    reserve n01 21001/tcp 21001/udp
-    reserve n02 21002/tcp 21002/udp
-    check stop_routes.restart_group bash -c 'systemctl restart "$(group n02)" && held_eventually 21002/tcp 21002/udp'
-    check stop_routes.all_target bash -c 'systemctl stop portreserve.target &&
-        eventually portcheck free 21001/tcp 21001/udp 21002/tcp 21040/udp'
-    check stop_routes.no_failed no_failed_but_taken
+scenario_taken_before_boot() {
+    # taken-early.service bound 21040/tcp before the reservation could.
+    check unit_failed bash -c '[ "$(systemctl show -P ActiveState portreserve-21040-tcp.socket)" = failed ]'
+    check warns bash -c 'out=$(portrelease n40 2>&1); rc=$?; echo "$out"; [ $rc = 0 ] &&
+        grep -q "21040/tcp.*never reserved" <<<"$out" && grep -q "portcheck" <<<"$out"'
+    check udp_still_released release_then_free n40 21040/udp
 }
 
 scenario_same_name_twice() {
@@ -44,7 +39,7 @@ scenario_same_name_twice() {
         wait "$b" || { cat /tmp/twice.2; return 1; }
     }
     export -f one_round
-    repeat 25 same_name_twice.both_true one_round
+    repeat 25 both_true one_round
 }
 
 scenario_many_names_and_all() {
@@ -57,7 +52,7 @@ scenario_many_names_and_all() {
         portcheck free 21004/tcp 21005/tcp 21006/tcp 21007/tcp
     }
     export -f one_round
-    repeat 10 many_names_and_all.all_true one_round
+    repeat 10 all_true one_round
 }
 
 scenario_reserve_one_release_another() {
@@ -70,7 +65,7 @@ scenario_reserve_one_release_another() {
         held_eventually 21008/tcp || { echo "n08 not reserved again"; return 1; }
     }
     export -f one_round
-    repeat 20 reserve_one_release_another.both_true one_round
+    repeat 20 both_true one_round
 }
 
 scenario_release_racing_daemon_reload() {
@@ -82,7 +77,7 @@ scenario_release_racing_daemon_reload() {
         eventually bash -c '[ "$(systemctl show -P ActiveState portreserve-21010-tcp.socket)" = inactive ]'
     }
     export -f one_round
-    repeat 30 release_racing_daemon_reload.true_and_consistent one_round
+    repeat 30 true_and_consistent one_round
 }
 
 scenario_stale_request_of_a_stopped_holder() {
@@ -101,7 +96,7 @@ scenario_stale_request_of_a_stopped_holder() {
         release_then_free n11 21011/tcp
     }
     export -f one_round
-    repeat 3 stale_request_of_a_stopped_holder.consistent one_round
+    repeat 3 consistent one_round
 }
 
 scenario_requests_at_holder_exit() {
@@ -122,8 +117,8 @@ scenario_requests_at_holder_exit() {
         for p in "${pids[@]}"; do wait "$p" || { cat /tmp/exit.*; return 1; }; done
     }
     export -f one_round
-    repeat 15 requests_at_holder_exit.all_answered one_round
-    check requests_at_holder_exit.no_failed no_failed_but_taken
+    repeat 15 all_answered one_round
+    check no_failed no_failed_but_taken
     systemctl stop n14-server
 }
 
@@ -137,19 +132,19 @@ scenario_reserve_in_a_row_after_exit() {
             { systemctl list-units --all --no-pager 'portreserve*'; journalctl -n 30 --no-pager; return 1; }
     }
     export -f one_round
-    repeat 5 reserve_in_a_row_after_exit.all_held one_round
-    check reserve_in_a_row_after_exit.no_failed no_failed_but_taken
+    repeat 5 all_held one_round
+    check no_failed no_failed_but_taken
 }
 
 scenario_reload_of_forty_new_names() {
     for i in $(seq -w 1 40); do echo "220$i/tcp" > "/etc/portreserve/new$i"; done
     local ports=()
     for i in $(seq -w 1 40); do ports+=("220$i/tcp"); done
-    check reload_of_forty_new_names.reload portreserve reload
-    check reload_of_forty_new_names.all_held held_eventually "${ports[@]}"
-    check reload_of_forty_new_names.released_one release_then_free new07 22007/tcp
+    check reload portreserve reload
+    check all_held held_eventually "${ports[@]}"
+    check released_one release_then_free new07 22007/tcp
     # The same by hand, while the holder runs: 40 more names in one systemctl start.
-    check reload_of_forty_new_names.holder_running eventually bash -c '[ "$(holder_state)" = active ]'
+    check holder_running eventually bash -c '[ "$(holder_state)" = active ]'
     local groups=() more=()
     for i in $(seq 41 80); do
         echo "220$i/tcp" > "/etc/portreserve/new$i"
@@ -157,17 +152,23 @@ scenario_reload_of_forty_new_names() {
         more+=("220$i/tcp")
     done
     systemctl daemon-reload
-    check reload_of_forty_new_names.start_in_one_call systemctl start "${groups[@]}"
-    check reload_of_forty_new_names.all_held_by_hand held_eventually "${more[@]}"
-    check reload_of_forty_new_names.no_failed no_failed_but_taken
+    check start_in_one_call systemctl start "${groups[@]}"
+    check all_held_by_hand held_eventually "${more[@]}"
+    check no_failed no_failed_but_taken
 }
 
-scenario_taken_before_boot() {
-    # taken-early.service bound 21040/tcp before the reservation could.
-    check taken_before_boot.unit_failed bash -c '[ "$(systemctl show -P ActiveState portreserve-21040-tcp.socket)" = failed ]'
-    check taken_before_boot.warns bash -c 'out=$(portrelease n40 2>&1); rc=$?; echo "$out"; [ $rc = 0 ] &&
-        grep -q "21040/tcp.*never reserved" <<<"$out" && grep -q "portcheck" <<<"$out"'
-    check taken_before_boot.udp_still_released release_then_free n40 21040/udp
+scenario_stop_routes() {
+    reserve n01 21001/tcp 21001/udp
+    # The socket unit itself: only the holder's own view can tell it to let go.
+    check socket_unit bash -c 'systemctl stop portreserve-21001-tcp.socket &&
+        eventually portcheck free 21001/tcp && portcheck bound 21001/udp'
+    check group bash -c 'systemctl stop "$(group n01)" && eventually portcheck free 21001/udp'
+    reserve n01 21001/tcp 21001/udp
+    reserve n02 21002/tcp 21002/udp
+    check restart_group bash -c 'systemctl restart "$(group n02)" && held_eventually 21002/tcp 21002/udp'
+    check all_target bash -c 'systemctl stop portreserve.target &&
+        eventually portcheck free 21001/tcp 21001/udp 21002/tcp 21040/udp'
+    check no_failed no_failed_but_taken
 }
 
 # In this order: the port taken at boot is looked at before anything stops
@@ -184,8 +185,5 @@ SCENARIOS=(
     reload_of_forty_new_names
     stop_routes
 )
-for scenario in "${SCENARIOS[@]}"; do
-    echo "== $scenario"
-    "scenario_$scenario"
-done
+run_scenarios "${SCENARIOS[@]}"
 systemctl list-units --all --no-pager 'portreserve*' > /results/units.txt 2>&1
