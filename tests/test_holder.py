@@ -68,7 +68,11 @@ from helpers import (
 
 from portreserve.names import CONTROL_FDNAME
 
-FAST = 0.5  # "at once": well under a second, with room for a loaded machine
+# A connection to a held TCP port is reset when the holder gets to it; one
+# that nobody resets hangs, and is given up on after this long.  Only the
+# outcome is judged, never how long a reset took: that would be a wall-clock
+# bound, which a loaded machine breaks (speed is for benchmarks/).
+HANG = 10.0
 
 
 # -- coming up -------------------------------------------------------------------------
@@ -199,10 +203,10 @@ def test_real_systemd_socket_activate_starts_the_holder(reaper: Reaper, workdir:
     notify.wait_for("STATUS", "Holding 1 port(s)", timeout=5)
     assert f"holding {port}/tcp" in log.read_text()
 
-    # Now every connection is reset at once.
+    # Now every connection is reset.
     for host in ("127.0.0.1", "::1"):
-        outcome, seconds = tcp_attempt(port, host)
-        assert outcome == "reset" and seconds < FAST, (host, outcome, seconds)
+        outcome, seconds = tcp_attempt(port, host, timeout=HANG)
+        assert outcome == "reset", (host, outcome, seconds)
 
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(10) == 0, log.read_text()
@@ -284,7 +288,7 @@ def test_sigterm_while_ready_cannot_be_delivered_is_a_clean_stop(reaper: Reaper,
 # -- refusing connections and rivals -----------------------------------------------------
 
 
-def test_tcp_connection_to_held_port_is_reset_at_once(reaper: Reaper, workdir: Path) -> None:
+def test_tcp_connection_to_held_port_is_reset(reaper: Reaper, workdir: Path) -> None:
     [(port, socks)] = systemd_sockets(1, ("tcp",))
     # Control: with only systemd's listening socket, a client connects and hangs.
     assert tcp_attempt(port, timeout=0.3)[0] == "timeout"
@@ -294,9 +298,8 @@ def test_tcp_connection_to_held_port_is_reset_at_once(reaper: Reaper, workdir: P
 
     for host in ("127.0.0.1", "::1"):
         for _ in range(20):
-            outcome, seconds = tcp_attempt(port, host)
-            assert outcome == "reset", (host, outcome)
-            assert seconds < FAST, (host, seconds)
+            outcome, seconds = tcp_attempt(port, host, timeout=HANG)
+            assert outcome == "reset", (host, outcome, seconds)
     assert alive(holder.pid)
     # The listening socket itself is untouched (systemd would fail it on POLLHUP).
     assert socks["tcp"].getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
@@ -438,7 +441,7 @@ def test_release_all_then_exit_0(four_names: FourNames) -> None:
     assert (answer.head, answer.ports, answer.more) == ("OK", free(real, *ALL_FIVE), 0)
     holder.assert_released([real(k) for k in ALL_FIVE])
     assert holder.wait_exit() == 0, holder.stderr()
-    assert "STOPPING" in holder.notify.wait_for("STOPPING", "1")[1]
+    holder.notify.wait_for("STOPPING", "1")  # fails unless it came
 
 
 def test_a_released_port_bound_again_is_in_use_not_free(four_names: FourNames) -> None:
@@ -574,11 +577,10 @@ def test_thousand_reservations_in_both_protocols(reaper: Reaper, workdir: Path) 
     start = time.monotonic()
     slowest = 0.0
     for port, _socks in pairs:
-        outcome, seconds = tcp_attempt(port)
+        outcome, seconds = tcp_attempt(port, timeout=HANG)
         assert outcome == "reset", (port, outcome, holder.stderr())
         slowest = max(slowest, seconds)
     connects = time.monotonic() - start
-    assert slowest < FAST, slowest
 
     start = time.monotonic()
     answer = holder.ask("*", timeout=30)
@@ -876,7 +878,9 @@ def test_sigterm_with_requests_pending_answers_retry_and_portrelease_resends(rea
         )
     )
     assert wait_until(lambda: first.held() == set(), 10), "the requests were read"
-    time.sleep(0.2)  # portrelease's request too (it started after ours)
+    # portrelease's request too (it started after ours): the holder logs
+    # each request with its sender's pid (-d).
+    assert wait_until(lambda: f"for pid {release.pid} " in first.stderr(), 30), first.stderr()
 
     first.proc.send_signal(signal.SIGTERM)
 
