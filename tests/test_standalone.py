@@ -40,8 +40,6 @@ from helpers import (
     write_config,
 )
 
-FAST = 0.5
-
 
 @dataclasses.dataclass
 class Daemon:
@@ -171,11 +169,13 @@ def test_a_port_nobody_reserved_stays_bindable(start_daemon: Callable[..., Daemo
 
 def test_tcp_connect_to_reserved_port_is_refused_at_once(start_daemon: Callable[..., Daemon]) -> None:
     daemon = start_daemon()
+    # Refused is at once by nature: the kernel answers a connect to a bound
+    # port that nobody listens on.  A port listened on and never accepted
+    # from would hang instead ('timeout' after 10 s).
     for spec in ("P1/tcp", "P3/tcp", "P4/tcp", "P5/tcp"):
         for host in ("127.0.0.1", "::1"):
-            outcome, seconds = tcp_attempt(daemon.port(spec)[1], host)
-            assert outcome == "refused", (spec, host, outcome)
-            assert seconds < FAST, (spec, host, seconds)
+            outcome, seconds = tcp_attempt(daemon.port(spec)[1], host, timeout=10)
+            assert outcome == "refused", (spec, host, outcome, seconds)
 
 
 def test_second_holder_on_same_socket_refuses_to_start(start_daemon: Callable[..., Daemon]) -> None:
