@@ -72,7 +72,11 @@ def test_boot_path_imports_only_the_allow_list(tmp_path: Path) -> None:
     status, added = imports_of([str(tmp_path / d) for d in ("normal", "early", "late")], tmp_path)
     assert status == 0
     assert added <= ALLOWED, sorted(added - ALLOWED)
-    assert not added & FORBIDDEN
+
+
+def test_no_forbidden_module_is_allowed() -> None:
+    # `added <= ALLOWED` above says nothing about FORBIDDEN unless the two are apart.
+    assert not ALLOWED & FORBIDDEN, sorted(ALLOWED & FORBIDDEN)
 
 
 def test_the_probe_sees_imports(tmp_path: Path) -> None:
