@@ -1,12 +1,18 @@
 """Zero-step opt-in: the generator gives NAME.service its portrelease.
 
-For every reservation name whose unit exists (NAME.service in the unit search
-path, or the unit a ``# portreserve: unit=`` line in the reservation file
-names), the generator writes ``UNIT.d/portreserve.conf`` into its output
-directory::
+For every reservation name whose unit exists (NAME.service or NAME.socket in
+the unit search path, or the units ``# portreserve: unit=`` lines in the
+reservation file name), the generator writes ``UNIT.d/portreserve.conf`` into
+its output directory::
 
     [Service]
     ExecStartPre=-+/usr/sbin/portrelease --system -- NAME
+
+A socket unit gets the same line in ``[Socket]``: systemd binds a
+socket-activated service's ports itself, when the socket unit starts
+(sockets.target, after the reservation's sockets), and runs the socket's
+ExecStartPre= before it binds.  Without it, the reservation would make the
+consumer's socket fail at every boot.
 
 ``+``: as root even with User= (only root may release system reservations);
 ``-``: never fails the unit.  The drop-in adds no dependency at all: ordering
@@ -156,11 +162,22 @@ def is_generator_dir(path: str) -> bool:
 # -- units ----------------------------------------------------------------------
 
 
+# The unit types that can release a reservation before they bind: a service
+# (its program binds) and a socket (systemd binds, after ExecStartPre=).
+RELEASING_TYPES = (".service", ".socket")
+# Every unit type (systemd.unit(5)): a name without one of these is a service.
+UNIT_TYPES = (
+    ".service", ".socket", ".target", ".device", ".mount", ".automount",
+    ".swap", ".path", ".timer", ".slice", ".scope",
+)  # fmt: skip
+
+
 def valid_unit_name(unit: str) -> bool:
-    """systemd's unit_name_is_valid() for services: PREFIX[@INSTANCE].service."""
-    if len(unit) > UNIT_NAME_MAX or not unit.endswith(".service"):
+    """systemd's unit_name_is_valid() for services and sockets:
+    PREFIX[@INSTANCE].service or .socket."""
+    if len(unit) > UNIT_NAME_MAX or not unit.endswith(RELEASING_TYPES):
         return False
-    stem = unit[: -len(".service")]
+    stem = unit[: unit.rindex(".")]
     prefix, at, instance = stem.partition("@")
     return bool(prefix) and _UNIT_CHARS.issuperset(prefix) and _UNIT_CHARS.issuperset(instance.replace("@", ""))
 
@@ -281,7 +298,7 @@ class Directives:
 
 def parse_directives(path: StrPath, notes: Notes) -> tuple[Directives, list[ConfigError]]:
     """Lines ``# portreserve: KEY=VALUE...`` (the original reads them as
-    comments), as config.directive_lines kept them.  Keys: unit=UNIT[.service]
+    comments), as config.directive_lines kept them.  Keys: unit=UNIT[.service|.socket]
     (repeatable), release=auto|manual.  A comment that merely starts with
     "portreserve:" and holds no '=' is prose."""
     path = os.fspath(path)
@@ -304,9 +321,9 @@ def parse_directives(path: StrPath, notes: Notes) -> tuple[Directives, list[Conf
         for word in words:
             key, eq, value = word.partition("=")
             if key == "unit" and eq:
-                unit = value if "." in value else f"{value}.service"
+                unit = value if value.endswith(UNIT_TYPES) else f"{value}.service"
                 if not valid_unit_name(unit):
-                    bad(f"'{comment_text(value)}' is not a service unit name")
+                    bad(f"'{comment_text(value)}' is not a service or socket unit name")
                 elif is_template(unit):
                     bad(f"'{value}' is a template: name an instance (foo@bar.service)")
                 elif unit.startswith(OWN_PREFIX):
@@ -383,7 +400,7 @@ class Planner:
         if name == "*":  # portrelease '*' releases everything
             return Release((), None, "the name '*' means every name to portrelease")
         named = directives.units
-        candidates = named or ([f"{name}.service"] if valid_unit_name(f"{name}.service") else [])
+        candidates = named or [u for u in (f"{name}{t}" for t in RELEASING_TYPES) if valid_unit_name(u)]
         candidates = [u for u in candidates if not u.startswith(OWN_PREFIX)]
         states = {u: self.units.state(u) for u in candidates}
         present = [u for u in candidates if states[u] == "present"]
@@ -413,7 +430,11 @@ class Planner:
         for reservation in reservations:
             # The common case at a thousand names, quickly: no unit of that
             # name (nor an instance of one) and no directive in the file.
-            if f"{reservation.name}.service" not in index and "@" not in reservation.name and not reservation.notes:
+            if (
+                not any(f"{reservation.name}{t}" in index for t in RELEASING_TYPES)
+                and "@" not in reservation.name
+                and not reservation.notes
+            ):
                 continue
             release = self.release_of(reservation.name, reservation.source, reservation.notes)
             if release.how == AUTOMATIC:
@@ -497,7 +518,7 @@ def render_dropin(unit: str, reservations: Sequence[Reservation], scope: Scope) 
         + "# Turn it off for this unit with\n"
         f"#   ln -s /dev/null {etc}/{comment_text(unit)}.d/{DROPIN}\n"
         f"# or for a name with a line '# {DIRECTIVE} release=manual' in its file.\n"
-        "\n[Service]\n"
+        f"\n[{'Socket' if unit.endswith('.socket') else 'Service'}]\n"
         f"ExecStartPre=-+{exec_quote(scope.portrelease)} {' '.join(map(exec_quote, args))}\n"
     )
 

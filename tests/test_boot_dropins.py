@@ -98,7 +98,20 @@ PORTS = {
     "ldap2": "1508/tcp",
     "web": "1509/tcp",
     "later": "1510/tcp",
+    "imap": "1512/tcp",
+    "mail": "1513/tcp 1513/udp",
 }
+
+
+def socket_consumer(description: str, listen: str) -> str:
+    """A socket-activated consumer: systemd itself binds its ports, after
+    sysinit.target (DefaultDependencies=yes), so after the reservation's.
+    After the rival too, as the services: what the rival tries must still be
+    reserved when it tries (sysinit.target does not wait for the rival)."""
+    return f"[Unit]\nDescription={description}\nAfter=rpcbind.service\n[Socket]\n{listen}\n"
+
+
+IDLE_SERVICE = "[Service]\nExecStart=/bin/sleep infinity\n"  # never activated by the checks
 ALL_PORTS = " ".join(PORTS.values())
 
 FILES: dict[str, str | bytes | tuple[str | bytes, int]] = {
@@ -141,6 +154,14 @@ FILES: dict[str, str | bytes | tuple[str | bytes, int]] = {
     "/etc/systemd/system/web@.service": server("template instance", "%i/tcp"),
     # 10. a unit installed after boot: its drop-in comes with daemon-reload
     "/etc/portreserve/later": "1510/tcp\n",
+    # 11. socket activation: imap.socket binds the port itself, once released
+    "/etc/portreserve/imap": "1512/tcp\n",
+    "/etc/systemd/system/imap.socket": socket_consumer("socket-activated consumer", "ListenStream=1512"),
+    "/etc/systemd/system/imap.service": IDLE_SERVICE,
+    # 12. a socket unit named in the file, with a stream and a datagram port
+    "/etc/portreserve/pop3s": "# portreserve: unit=mail.socket\n1513/tcp\n1513/udp\n",
+    "/etc/systemd/system/mail.socket": socket_consumer("mapped socket", "ListenStream=1513\nListenDatagram=1513"),
+    "/etc/systemd/system/mail.service": IDLE_SERVICE,
     # user scope: tester gets drop-ins, tester2 turned them off host-wide
     "/etc/skel/.config/portreserve/dev": "8081/tcp\n",
     "/etc/skel/.config/systemd/user/dev.service": server("a developer's server", "8081/tcp").replace(
@@ -165,6 +186,8 @@ LINKS = {
         )
     },
     "/etc/systemd/system/boot-test.target.wants/web@1509.service": "/etc/systemd/system/web@.service",
+    "/etc/systemd/system/sockets.target.wants/imap.socket": "/etc/systemd/system/imap.socket",
+    "/etc/systemd/system/sockets.target.wants/mail.socket": "/etc/systemd/system/mail.socket",
 }
 
 

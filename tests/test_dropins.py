@@ -227,7 +227,10 @@ def test_unit_states(tree: Path) -> None:
         ("a@b@c.service", True),
         ("my printer.service", False),
         ("@x.service", False),
-        ("cups.socket", False),
+        ("cups.socket", True),
+        ("cups@.socket", True),
+        ("cups.target", False),
+        ("cups.service.socket", True),
         ("x" * 247 + ".service", True),
         ("x" * 248 + ".service", False),
     ],
@@ -257,7 +260,7 @@ def test_directives_name_units_and_manual_release(tmp_path: Path) -> None:
 def test_bad_directives_name_file_and_line(tmp_path: Path) -> None:
     path = tmp_path / "x"
     data = (
-        b"# portreserve: unit=slapd.socket\n"
+        b"# portreserve: unit=slapd.target\n"
         b"# portreserve: unit=getty@.service\n"
         b"# portreserve: unit=portreserve\n"
         b"# portreserve: release=sometimes\n"
@@ -267,15 +270,15 @@ def test_bad_directives_name_file_and_line(tmp_path: Path) -> None:
     )
     found, errors = parse_directives(path, directive_lines(data))
     assert [(e.line, e.message) for e in errors] == [
-        (1, "'slapd.socket' is not a service unit name, ignoring"),
+        (1, "'slapd.target' is not a service or socket unit name, ignoring"),
         (2, "'getty@.service' is a template: name an instance (foo@bar.service), ignoring"),
         (3, "'portreserve' is one of portreserve's own units, ignoring"),
         (4, "release=sometimes: expected release=auto or release=manual, ignoring"),
         (5, "unknown setting 'units=cups' (expected unit=UNIT or release=auto|manual), ignoring"),
-        (6, "'\ufffd\ufffd' is not a service unit name, ignoring"),
+        (6, "'\ufffd\ufffd' is not a service or socket unit name, ignoring"),
     ]
     assert found.units == ["cups.service"] and not found.manual
-    assert str(errors[0]) == f"{path}:1: 'slapd.socket' is not a service unit name, ignoring"
+    assert str(errors[0]) == f"{path}:1: 'slapd.target' is not a service or socket unit name, ignoring"
 
 
 def test_host_wide_setting_later_directory_wins(tmp_path: Path) -> None:
@@ -337,7 +340,10 @@ def test_release_of_every_case(tree: Path) -> None:
     assert of("*", "# portreserve: unit=cups\n") == ((), None)
     assert planner.errors == []
     assert "masked.service masked" in planner.release_of("masked", cfg / "masked").reason
-    assert "no nounit.service in the unit search path" in planner.release_of("nounit", cfg / "nounit").reason
+    assert (
+        "no nounit.service or nounit.socket in the unit search path"
+        in planner.release_of("nounit", cfg / "nounit").reason
+    )
 
 
 def test_host_wide_off_makes_every_name_manual(tree: Path) -> None:
@@ -515,11 +521,11 @@ def test_bad_directives_are_logged_and_cost_nothing(tmp_path: Path) -> None:
     cfg.mkdir()
     units.mkdir()
     (units / "cups.service").write_text(UNIT)
-    (cfg / "cups").write_text("631/tcp\n# portreserve: unit=nope.socket\n")
+    (cfg / "cups").write_text("631/tcp\n# portreserve: unit=nope.mount\n")
     (cfg / "portreserve.conf").write_text("AutoRelease=maybe\n")
     result = run_generator("--config-dir", cfg, tmp_path / "out", unit_path=str(units))
     assert result.returncode == 0
-    assert f"{cfg}/cups:2: 'nope.socket' is not a service unit name, ignoring" in result.stderr
+    assert f"{cfg}/cups:2: 'nope.mount' is not a service or socket unit name, ignoring" in result.stderr
     assert f"{cfg}/portreserve.conf:1: AutoRelease=maybe: expected yes or no, ignoring" in result.stderr
     assert (tmp_path / "out" / "cups.service.d" / "portreserve.conf").exists()
     assert (tmp_path / "out" / "portreserve-631-tcp.socket").exists()
@@ -579,7 +585,7 @@ def test_settings_file_of_any_bytes(tmp_path: Path) -> None:
 
 def test_messages_show_control_characters_escaped(tmp_path: Path) -> None:
     _, errors = parse_directives(tmp_path / "x", directive_lines(b"# portreserve: unit=a\x1bb\x7f\n"))
-    assert errors[0].message == "'a\\x1bb\\x7f' is not a service unit name, ignoring"
+    assert errors[0].message == "'a\\x1bb\\x7f' is not a service or socket unit name, ignoring"
 
 
 def test_the_generator_reads_each_reservation_file_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -247,6 +247,26 @@ user_off_no_dropin() {
     ! grep -q portreserve <<<"$out"
 }
 
+# Socket activation: systemd binds a consumer's ports itself when its socket
+# unit starts (sockets.target, after sysinit.target), long after the
+# reservation's.  The drop-in is the socket unit's (ExecStartPre= in
+# [Socket]): imap.socket by its name, mail.socket named in the file pop3s.
+scenario_s17_socket_activated_consumers() {
+    check imap_listening state_is imap.socket active
+    check imap_dropin has_dropin imap.socket "$G/imap.socket.d/portreserve.conf"
+    check imap_released state_is portreserve@imap.target inactive
+    check mail_listening state_is mail.socket active
+    check mail_dropin has_dropin mail.socket "$G/mail.socket.d/portreserve.conf"
+    check mail_released state_is portreserve@pop3s.target inactive
+    check restart_is_quiet restart_socket_consumer
+}
+# A restart of the socket unit: its portrelease finds the ports free and
+# asks nobody; it binds again.  (Only TCP can be probed: systemd sets
+# SO_REUSEADDR on the UDP sockets it binds, so a probe would share the port.)
+restart_socket_consumer() {
+    systemctl restart mail.socket && state_is mail.socket active && portcheck bound 1513/tcp
+}
+
 SCENARIOS=(
     s1_control_portrelease_by_hand_frees_a_port
     s2_early_rival_gets_nothing
@@ -264,5 +284,6 @@ SCENARIOS=(
     s14_no_system_unit_failed
     s15_user_manager_gets_drop_ins
     s16_user_manager_with_auto_release_off
+    s17_socket_activated_consumers
 )
 run_scenarios "${SCENARIOS[@]}"
