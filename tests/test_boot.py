@@ -41,9 +41,10 @@ DROPINS = Driver(GUEST / "dropins.sh")  # the boot of tests/test_boot_dropins.py
 # Every driver made of scenarios and run by lib.sh's run_scenarios; the race
 # and adversary boots (tests/test_boot_races.py, tests/test_boot_adversary.py)
 # do not number theirs.
-SCENARIO_DRIVERS = (*BOOTS, DROPINS, Driver(GUEST / "races.sh"), Driver(GUEST / "adversary.sh"))
+STATUS = Driver(GUEST / "status.sh")  # the boot of tests/test_status.py
+SCENARIO_DRIVERS = (*BOOTS, DROPINS, STATUS, Driver(GUEST / "races.sh"), Driver(GUEST / "adversary.sh"))
 # Drivers whose scenarios are numbered together, from s1, in the order they run.
-NUMBERED_TOGETHER = {"realistic-bad_config-user_mode": BOOTS, "dropins": (DROPINS,)}
+NUMBERED_TOGETHER = {"realistic-bad_config-user_mode": BOOTS, "dropins": (DROPINS,), "status": (STATUS,)}
 
 
 def unit(text: str) -> str:
