@@ -42,9 +42,29 @@ DROPINS = Driver(GUEST / "dropins.sh")  # the boot of tests/test_boot_dropins.py
 # and adversary boots (tests/test_boot_races.py, tests/test_boot_adversary.py)
 # do not number theirs.
 STATUS = Driver(GUEST / "status.sh")  # the boot of tests/test_status.py
-SCENARIO_DRIVERS = (*BOOTS, DROPINS, STATUS, Driver(GUEST / "races.sh"), Driver(GUEST / "adversary.sh"))
+# The boots of tests/test_boot_package.py; package_realistic.sh runs realistic.sh first.
+PACKAGE_INSTALL = Driver(GUEST / "package_install.sh")
+PACKAGE_REALISTIC = Driver(GUEST / "package_realistic.sh")
+PACKAGE_LOCAL = Driver(GUEST / "package_local.sh")
+SCENARIO_DRIVERS = (
+    *BOOTS,
+    DROPINS,
+    STATUS,
+    PACKAGE_INSTALL,
+    PACKAGE_REALISTIC,
+    PACKAGE_LOCAL,
+    Driver(GUEST / "races.sh"),
+    Driver(GUEST / "adversary.sh"),
+)
 # Drivers whose scenarios are numbered together, from s1, in the order they run.
-NUMBERED_TOGETHER = {"realistic-bad_config-user_mode": BOOTS, "dropins": (DROPINS,), "status": (STATUS,)}
+NUMBERED_TOGETHER = {
+    "realistic-bad_config-user_mode": BOOTS,
+    "dropins": (DROPINS,),
+    "status": (STATUS,),
+    "package_install": (PACKAGE_INSTALL,),
+    "realistic-package_realistic": (REALISTIC, PACKAGE_REALISTIC),
+    "package_local": (PACKAGE_LOCAL,),
+}
 
 
 def unit(text: str) -> str:
