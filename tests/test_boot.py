@@ -362,9 +362,12 @@ def test_scenarios_are_numbered_in_the_order_they_run(drivers: tuple[Driver, ...
     assert numbers == list(range(1, len(numbers) + 1))
 
 
-# All of tests/guest/*.sh but lib.sh (sourced by the drivers) and demo.sh (`make demo`, no checks).
+# All of tests/guest/*.sh but lib.sh (sourced by the drivers), demo.sh (`make demo`) and lintian.sh
+# (tests/lintian_guest.py): no checks.
 @pytest.mark.parametrize(
-    "path", sorted(set(GUEST.glob("*.sh")) - {GUEST / "lib.sh", GUEST / "demo.sh"}), ids=lambda p: p.name
+    "path",
+    sorted(set(GUEST.glob("*.sh")) - {GUEST / "lib.sh", GUEST / "demo.sh", GUEST / "lintian.sh"}),
+    ids=lambda p: p.name,
 )
 def test_every_driver_defines_the_scenarios_it_runs(path: Path) -> None:
     driver = Driver(path)
