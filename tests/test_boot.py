@@ -46,6 +46,7 @@ STATUS = Driver(GUEST / "status.sh")  # the boot of tests/test_status.py
 PACKAGE_INSTALL = Driver(GUEST / "package_install.sh")
 PACKAGE_REALISTIC = Driver(GUEST / "package_realistic.sh")
 PACKAGE_LOCAL = Driver(GUEST / "package_local.sh")
+INPUTS = Driver(GUEST / "inputs-driver.sh")  # the boot of tests/test_boot_inputs.py
 SCENARIO_DRIVERS = (
     *BOOTS,
     DROPINS,
@@ -53,6 +54,7 @@ SCENARIO_DRIVERS = (
     PACKAGE_INSTALL,
     PACKAGE_REALISTIC,
     PACKAGE_LOCAL,
+    INPUTS,
     Driver(GUEST / "races.sh"),
     Driver(GUEST / "adversary.sh"),
 )
@@ -64,6 +66,7 @@ NUMBERED_TOGETHER = {
     "package_install": (PACKAGE_INSTALL,),
     "realistic-package_realistic": (REALISTIC, PACKAGE_REALISTIC),
     "package_local": (PACKAGE_LOCAL,),
+    "inputs": (INPUTS,),
 }
 
 
