@@ -5,7 +5,8 @@ perl-base than many hosts have), and `make deps` never upgrades anything.  So
 this downloads lintian and what it needs (`apt-get download`, nothing is
 installed), boots a throwaway root (tests/boot.py: an overlay of /, nothing
 of it reaches the host), installs them there, and runs lintian on
-dist/deb/*.changes.  Exit status: lintian's (non-zero on an error).
+dist/deb/*.changes (tests/guest/lintian.sh does that in the guest).  Exit
+status: lintian's (non-zero on an error).
 
 Usage (root): python3 tests/lintian_guest.py [DIST_DIR]
 """
@@ -20,12 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from boot import boot  # noqa: E402
 
-DRIVER = """#!/bin/bash
-dpkg -i /opt/lintian-debs/*.deb > /results/dpkg.log 2>&1 || { echo "dpkg -i failed: $?" >> /results/dpkg.log; }
-cd /opt/dist || exit 1
-lintian --info --display-info --fail-on error *.changes > /results/lintian.txt 2>&1
-echo $? > /results/lintian.rc
-"""
+DRIVER = (Path(__file__).resolve().parent / "guest" / "lintian.sh").read_text()
 
 
 def closure(package: str) -> list[str]:

@@ -18,12 +18,11 @@ from pathlib import Path
 
 import pytest
 from boot import BootResult, boot
-from scenarios import Driver, assert_scenario
+from scenarios import GUEST, Driver, assert_scenario, guest_tools
 
 pytestmark = pytest.mark.boot
 
 REPO = Path(__file__).resolve().parent.parent
-PORTCHECK = (REPO / "tests" / "guest" / "portcheck").read_text()
 
 LONGEST = "L" * 236  # portreserve@ + 236 + .target = 255 characters
 TOO_LONG = "T" * 255  # the longest file name: no unit name can hold it
@@ -31,14 +30,15 @@ SPACED = " spaced name "
 LOW, HIGH = 20000, 20799  # 800 ports
 
 FILES: dict[str, str | bytes | tuple[str | bytes, int]] = {
-    "/usr/local/bin/portcheck": (PORTCHECK, 0o755),
+    **guest_tools(),
     f"/etc/portreserve/{LONGEST}": f"{LOW}-{HIGH}/tcp\n",
     f"/etc/portreserve/{TOO_LONG}": "21001/tcp\n",
     f"/etc/portreserve/{SPACED}": "21000/udp\n",
     "/etc/portreserve/caf\udce9": "21002/tcp\n",  # the byte 0xe9 alone: not UTF-8
 }
 
-INPUTS = Driver(REPO / "tests" / "guest" / "inputs-driver.sh")
+INPUTS = Driver(GUEST / "inputs-driver.sh")
+# The driver with the names and the range filled in (its @...@ placeholders).
 DRIVER = (
     INPUTS.text.replace("@LONGEST@", LONGEST)
     .replace("@LOW@", str(LOW))

@@ -32,24 +32,3 @@ def tool(name: str) -> str:
 def test_lint(argv: list[str]) -> None:
     result = subprocess.run([tool(argv[0]), *argv[1:]], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
-
-
-def python_string_drivers() -> dict[str, str]:
-    """Boot drivers still written as Python strings: `make shellcheck` sees
-    only the files under tests/guest/ and tests/harness/."""
-    from test_boot_package import INSTALL_DRIVER, LOCAL_DRIVER, PACKAGED_DRIVER
-    from test_status import STATUS_DRIVER
-
-    return {"status": STATUS_DRIVER, "deb-install": INSTALL_DRIVER, "deb-realistic": PACKAGED_DRIVER,
-            "usr-local": LOCAL_DRIVER}  # fmt: skip
-
-
-@pytest.mark.parametrize("name", list(python_string_drivers()))
-def test_drivers_in_python_strings_pass_shellcheck(name: str) -> None:
-    # SC2016: `check NAME bash -c '... $(...) ...'` is single-quoted on purpose,
-    # for the inner bash to expand.  -x follows `source` (the realistic driver's
-    # `# shellcheck source=tests/guest/lib.sh`, relative to the tree).
-    text = python_string_drivers()[name]
-    argv = [tool("shellcheck"), "--shell=bash", "--external-sources", "--exclude=SC2016", "-"]
-    result = subprocess.run(argv, input=text, cwd=REPO, capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr

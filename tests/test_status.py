@@ -4,14 +4,15 @@ Without a boot: the standalone holder (real processes, real sockets) and the
 pure parts.  With a boot (real systemd 252): every state a port can be in, the
 exit codes, --json fields, `since` from systemd, the process and unit holding a
 port taken before the reservation, files added since the generator ran, and what
-`reload` says per name.
+`reload` says per name.  The boot runs tests/guest/status.sh, made of
+scenario_* functions: every scenario is one test here, derived from the driver
+(tests/scenarios.py); the tests of --json read what the driver wrote.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 from boot import BootResult, boot
 from helpers import Reaper, free_ports, pids_with_arg, plain_bind, portrelease, portreserve, write_config
-from test_boot import DRIVER_PRELUDE, PORTCHECK, assert_check
+from scenarios import GUEST, Driver, assert_scenario, guest_tools
 
 from portreserve.status import EXIT_FAILED, EXIT_OK, EXIT_PENDING, PortState, Report, unit_of_cgroup
 
@@ -146,8 +147,10 @@ def test_unknown_json_style_is_a_usage_error(standalone: Callable[[dict[str, str
 
 # -- under a real systemd -----------------------------------------------------------------
 
+STATUS = Driver(GUEST / "status.sh")
+
 STATUS_FILES: dict[str, str | bytes | tuple[str | bytes, int]] = {
-    "/usr/local/bin/portcheck": (PORTCHECK, 0o755),
+    **guest_tools(),
     "/etc/portreserve/held": "1500/tcp\n",
     "/etc/portreserve/taken": "1200/tcp\n1201/tcp\n",
     "/etc/portreserve/gone": "1600/udp\n",
@@ -163,74 +166,6 @@ STATUS_FILES: dict[str, str | bytes | tuple[str | bytes, int]] = {
 }
 STATUS_LINKS = {"/etc/systemd/system/sysinit.target.wants/squatter.service": "/etc/systemd/system/squatter.service"}
 
-STATUS_DRIVER = (
-    DRIVER_PRELUDE
-    + r"""
-# The reservations' sockets, started here too: the states below are what
-# status must report, however the boot got there (test_boot.py checks that
-# the boot itself reserves them).  1200/tcp is taken: its socket fails.
-systemctl start portreserve-1500-tcp.socket portreserve-1201-tcp.socket portreserve-1600-udp.socket
-systemctl start portreserve-1200-tcp.socket
-portrelease gone
-systemctl start consumer.service
-js() { portreserve status --json=short; }
-export -f js
-check t_failed_exit_1 bash -c 'portreserve status --no-pager > /results/status.txt; [ $? = 1 ]'
-js > /results/status1.json
-check t_table bash -c 'head -1 /results/status.txt | grep -x "Scope: system (systemd)" &&
-    grep -E "^taken +1200/tcp +failed .*portcheck \(pid [0-9]+, squatter.service\)" /results/status.txt &&
-    grep -E "^held +1500/tcp +held " /results/status.txt &&
-    grep -E "^gone +1600/udp +released .*in use by portcheck \(pid [0-9]+, consumer.service\)" /results/status.txt &&
-    grep -E "^empty +- +- +- +no valid entries" /results/status.txt'
-check t_quiet bash -c 'out=$(portreserve status -q); rc=$?; [ -z "$out" ] && [ $rc = 1 ]'
-systemctl show --timestamp=unix -P ActiveEnterTimestamp portreserve-1500-tcp.socket > /results/held-since.txt
-systemctl show -P MainPID squatter.service > /results/squatter-pid.txt
-
-# the failed one released and cleared: everything as intended again
-systemctl stop squatter.service
-portrelease taken
-systemctl reset-failed portreserve-1200-tcp.socket
-check t_all_as_intended portreserve status
-
-# a file added since the generator ran: pending, exit 3, with the command
-echo 1700/tcp > /etc/portreserve/late
-check t_pending_exit_3 bash -c 'portreserve status > /results/status-pending.txt; [ $? = 3 ] &&
-    grep -E "^late +1700/tcp +pending " /results/status-pending.txt &&
-    grep "portreserve reload" /results/status-pending.txt'
-js > /results/status-pending.json
-# daemon-reload alone loads it but starts nothing: still pending
-systemctl daemon-reload
-check t_pending_after_daemon_reload bash -c 'portreserve status >/dev/null; [ $? = 3 ]'
-
-# reload: per name, once, truthfully
-systemd-run --unit=late-squatter -p Type=notify -p NotifyAccess=all /usr/local/bin/portcheck serve 1701/tcp
-echo 1701/tcp > /etc/portreserve/late2
-portreserve reload > /results/reload.txt 2> /results/reload.err
-echo $? > /results/reload.rc
-check t_reload_failed_exit_1 bash -c '[ "$(cat /results/reload.rc)" = 1 ]'
-check t_reload_says_what_happened bash -c 'cat /results/reload.txt;
-    grep -x "late: reserved 1700/tcp" /results/reload.txt &&
-    grep -E "^late2: failed: 1701/tcp failed .*portcheck \(pid [0-9]+, late-squatter.service\)" /results/reload.txt &&
-    grep -x "already reserved: held" /results/reload.txt &&
-    grep -E "^released earlier, left released: .*gone" /results/reload.txt &&
-    [ "$(grep -c "^late:" /results/reload.txt)" = 1 ] && [ "$(grep -c "^late2:" /results/reload.txt)" = 1 ]'
-check t_reload_held_the_new_port portcheck bound 1700/tcp
-# again: nothing new; the name that failed is named once, with why, and left alone
-check t_reload_again bash -c 'out=$(portreserve reload); rc=$?; echo "$out"; [ $rc = 0 ] &&
-    grep -x "already reserved: held late" <<<"$out" &&
-    grep -E "^late2: failed earlier, left alone: 1701/tcp resources; taken by portcheck \(pid [0-9]+, \
-late-squatter.service\) \(retry: systemctl restart portreserve@late2.target\)$" <<<"$out" &&
-    [ "$(grep -c late2 <<<"$out")" = 1 ]'
-check t_status_after_reload bash -c 'portreserve status; [ $? = 1 ]'
-
-# no reservations at all on a systemd host: still systemd mode
-rm -f /etc/portreserve/*
-systemctl daemon-reload
-check t_no_reservations bash -c 'out=$(portreserve status); echo "$out";
-    [ "$(echo "$out" | head -1)" = "Scope: system (systemd)" ] && grep -x "No reservations." <<<"$out"'
-"""
-)
-
 
 @pytest.fixture(scope="module")
 def status_boot(tmp_path_factory: pytest.TempPathFactory) -> BootResult:
@@ -242,25 +177,15 @@ def status_boot(tmp_path_factory: pytest.TempPathFactory) -> BootResult:
         files=STATUS_FILES,
         symlinks=STATUS_LINKS,
         install=dest,
-        driver=STATUS_DRIVER,
+        driver=STATUS.text,
         timeout=120,
     )
 
 
-# The checks the driver records, read from its text: each name is written once.
-STATUS_CHECKS = re.findall(r"^check (\w+)", STATUS_DRIVER, re.MULTILINE)
-
-
-def test_status_checks_are_found() -> None:
-    # The parametrization below must not pass by finding nothing, nor run one check twice.
-    assert {"t_failed_exit_1", "t_all_as_intended", "t_reload_again", "t_no_reservations"} <= set(STATUS_CHECKS)
-    assert len(set(STATUS_CHECKS)) == len(STATUS_CHECKS), STATUS_CHECKS
-
-
 @pytest.mark.boot
-@pytest.mark.parametrize("check", STATUS_CHECKS)
-def test_status_and_reload_under_systemd(status_boot: BootResult, check: str) -> None:
-    assert_check(status_boot, check)
+@pytest.mark.parametrize("scenario", STATUS.scenarios)
+def test_status_and_reload_under_systemd(status_boot: BootResult, scenario: str) -> None:
+    assert_scenario(status_boot, STATUS, scenario)
 
 
 @pytest.mark.boot
