@@ -117,7 +117,7 @@ venv: $(VENV)/.done
 
 # Every shell file of the tree: the boot drivers, the harness, CI.
 shellcheck:
-	shellcheck -x -P tests/guest tests/guest/*.sh tests/harness/*.sh .ci/run
+	shellcheck -x -P tests/guest tests/guest/*.sh tests/harness/*.sh benchmarks/*.sh .ci/run
 
 lint: venv shellcheck
 	$(VENV)/bin/ruff check portreserve tests
