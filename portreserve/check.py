@@ -61,7 +61,7 @@ def unreleased(config: Config, dirs: Sequence[str], user: bool) -> list[ConfigEr
     found = [
         ConfigError(r.source, None, f"no unit releases '{r.name}': {release.reason}", WARNING)
         for r in config.reservations
-        if r.ports and (release := planner.release_of(r.name, r.source, r.notes)).how is None
+        if r.ports and (release := planner.release_of(r.name, r.source, r.notes, r.ports)).how is None
     ]
     return [*planner.errors, *found]
 

@@ -192,6 +192,19 @@ def template_of(unit: str) -> str | None:
     return f"{prefix}@{rest[rest.rindex('.') :]}" if at and "." in rest and not is_template(unit) else None
 
 
+_LISTEN_PROTOS = {"ListenStream": "tcp", "ListenDatagram": "udp"}
+
+
+def _listen_port(value: str) -> int | None:
+    """The port of a Listen*= value: PORT, IPV4:PORT, [IPV6]:PORT (systemd's
+    socket_address_parse); None for a path, an abstract socket, vsock and the like."""
+    digits = value.rpartition(":")[2] if ":" in value and not value.startswith(("/", "@", "vsock:")) else value
+    if value.startswith(("/", "@")) or not digits.isdigit() or len(digits) > 5:
+        return None
+    number = int(digits)
+    return number if 0 < number < 65536 else None
+
+
 def _masked(path: str) -> bool | None:
     """True: masked (a symlink to /dev/null, an empty file: systemd's
     null_or_empty()); False: a unit file; None: no usable file (dangling)."""
@@ -243,11 +256,65 @@ class UnitPath:
     def _lookup(self, unit: str) -> str | None:
         """'present', 'masked' or None, from the first directory that has a
         usable file (systemd skips a dangling symlink)."""
+        found = self._file(unit)
+        return None if found is None else found[1]
+
+    def _file(self, unit: str) -> tuple[str, str] | None:
+        """(path, 'present' or 'masked') of the file that defines the unit."""
         for directory in self.index().get(unit, ()):
-            masked = _masked(os.path.join(directory, unit))
+            path = os.path.join(directory, unit)
+            masked = _masked(path)
             if masked is not None:
-                return "masked" if masked else "present"
+                return path, "masked" if masked else "present"
         return None
+
+    def fragments(self, unit: str) -> list[str]:
+        """The unit's file (its template's for an instance), then its drop-ins
+        (UNIT.d/*.conf, then the template's: a file name in an earlier directory
+        hides the same name in later ones), in the order systemd applies them."""
+        template = template_of(unit)
+        found = self._file(unit) or (self._file(template) if template else None)
+        if found is None or found[1] != "present":
+            return []
+        confs: dict[str, str] = {}
+        for name in (unit, template):
+            if name is None:
+                continue
+            for directory in self.search_path:
+                if is_generator_dir(directory) or f"{name}.d" not in self.entries(directory):
+                    continue
+                dropin_dir = os.path.join(directory, f"{name}.d")
+                for entry in self.entries(dropin_dir):
+                    if entry.endswith(".conf"):
+                        confs.setdefault(entry, os.path.join(dropin_dir, entry))
+        return [found[0], *(confs[name] for name in sorted(confs))]
+
+    def listen_ports(self, unit: str) -> set[tuple[int, str]]:
+        """The ports a socket unit binds (ListenStream= TCP, ListenDatagram= UDP,
+        by number, IPv4 or IPv6 address:port), from its file and drop-ins as
+        systemd reads them: an empty assignment of any Listen*= resets them
+        all; %i and %I are the instance.  What cannot be read counts as no port."""
+        instance = unit.partition("@")[2].rpartition(".")[0]
+        ports: set[tuple[int, str]] = set()
+        for path in self.fragments(unit):
+            section = ""
+            for raw in (read_head(path) or b"").decode("utf-8", "replace").splitlines():
+                line = raw.strip()
+                if line.startswith("["):
+                    section = line
+                    continue
+                key, eq, value = line.partition("=")
+                key, value = key.strip(), value.strip()
+                if section != "[Socket]" or not eq or not key.startswith("Listen"):
+                    continue
+                if not value:
+                    ports.clear()
+                    continue
+                proto = _LISTEN_PROTOS.get(key)
+                number = _listen_port(value.replace("%i", instance).replace("%I", instance))
+                if proto and number is not None:
+                    ports.add((number, proto))
+        return ports
 
     def state(self, unit: str) -> str | None:
         """'present', 'masked', or None when the unit does not exist.  An instance
@@ -390,8 +457,12 @@ class Planner:
         self.units = UnitPath(unit_search_path(scope.user) if search_path is None else search_path)
         self.auto, self.errors = read_settings(config_dirs)
 
-    def release_of(self, name: str, source: StrPath, notes: Notes | None = None) -> Release:
-        """notes: the file's directive lines as config read them (None: read the file)."""
+    def release_of(
+        self, name: str, source: StrPath, notes: Notes | None = None, ports: Iterable[tuple[int, str]] = ()
+    ) -> Release:
+        """notes: the file's directive lines as config read them (None: read the
+        file); ports: the name's ports, for NAME.socket (it releases the name
+        only when it binds one of them itself)."""
         source = os.fspath(source)
         if notes is None:
             notes = directive_lines(read_head(source) or b"")
@@ -401,6 +472,14 @@ class Planner:
             return Release((), None, "the name '*' means every name to portrelease")
         named = directives.units
         candidates = named or [u for u in (f"{name}{t}" for t in RELEASING_TYPES) if valid_unit_name(u)]
+        if not named and f"{name}.socket" in candidates:
+            # A socket unit of the name releases it only when it binds one of
+            # its ports (socket activation, F16): cups.socket, which listens
+            # on a path, must not release ipp at sockets.target, long before
+            # cups.service binds it.
+            wanted = {(int(n), str(p)) for n, p in ports}
+            if not wanted & self.units.listen_ports(f"{name}.socket"):
+                candidates.remove(f"{name}.socket")
         candidates = [u for u in candidates if not u.startswith(OWN_PREFIX)]
         states = {u: self.units.state(u) for u in candidates}
         present = [u for u in candidates if states[u] == "present"]
@@ -436,7 +515,7 @@ class Planner:
                 and not reservation.notes
             ):
                 continue
-            release = self.release_of(reservation.name, reservation.source, reservation.notes)
+            release = self.release_of(reservation.name, reservation.source, reservation.notes, reservation.ports)
             if release.how == AUTOMATIC:
                 for unit in release.units:
                     plan.setdefault(unit, []).append(reservation)

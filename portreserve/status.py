@@ -204,7 +204,7 @@ def released_by(args: argparse.Namespace, config: Config) -> dict[str, tuple[tup
     planner = dropins.Planner(units.Scope(user=args.user), dirs)
     found = {}
     for r in config.reservations:
-        release = planner.release_of(r.name, r.source, r.notes)
+        release = planner.release_of(r.name, r.source, r.notes, r.ports)
         found[r.name] = (release.units, release.how, release.reason)
     return found
 

@@ -100,6 +100,7 @@ PORTS = {
     "later": "1510/tcp",
     "imap": "1512/tcp",
     "mail": "1513/tcp 1513/udp",
+    "printer": "1514/tcp",
 }
 
 
@@ -162,6 +163,11 @@ FILES: dict[str, str | bytes | tuple[str | bytes, int]] = {
     "/etc/portreserve/pop3s": "# portreserve: unit=mail.socket\n1513/tcp\n1513/udp\n",
     "/etc/systemd/system/mail.socket": socket_consumer("mapped socket", "ListenStream=1513\nListenDatagram=1513"),
     "/etc/systemd/system/mail.service": IDLE_SERVICE,
+    # 13. a socket unit on a path only (as cups.socket): not the one that binds
+    # the port, so no drop-in; printer.service, when it starts, releases it
+    "/etc/portreserve/printer": "1514/tcp\n",
+    "/etc/systemd/system/printer.socket": socket_consumer("path socket", "ListenStream=/run/printer.sock"),
+    "/etc/systemd/system/printer.service": server("binds the reserved port", PORTS["printer"]),
     # user scope: tester gets drop-ins, tester2 turned them off host-wide
     "/etc/skel/.config/portreserve/dev": "8081/tcp\n",
     "/etc/skel/.config/systemd/user/dev.service": server("a developer's server", "8081/tcp").replace(
@@ -188,6 +194,7 @@ LINKS = {
     "/etc/systemd/system/boot-test.target.wants/web@1509.service": "/etc/systemd/system/web@.service",
     "/etc/systemd/system/sockets.target.wants/imap.socket": "/etc/systemd/system/imap.socket",
     "/etc/systemd/system/sockets.target.wants/mail.socket": "/etc/systemd/system/mail.socket",
+    "/etc/systemd/system/sockets.target.wants/printer.socket": "/etc/systemd/system/printer.socket",
 }
 
 

@@ -49,14 +49,14 @@ def test_a_name_that_no_unit_releases_is_a_warning(tmp_path: Path) -> None:
 
     assert result.returncode == 1, result.stdout + result.stderr
     assert result.stdout.splitlines() == [
-        f"{config}/lonely: no unit releases 'lonely': no lonely.service or lonely.socket in the unit search path"
+        f"{config}/lonely: no unit releases 'lonely': no lonely.service in the unit search path"
     ]
     problems = json.loads(check(config, units, "--json").stdout)
     assert problems == [
         {
             "file": f"{config}/lonely",
             "line": None,
-            "message": "no unit releases 'lonely': no lonely.service or lonely.socket in the unit search path",
+            "message": "no unit releases 'lonely': no lonely.service in the unit search path",
             "severity": "warning",
         }
     ]
@@ -95,7 +95,7 @@ def test_status_says_which_unit_releases_each_name(tmp_path: Path, monkeypatch: 
     report = status.Report("system", "systemd", [], [], [], found)
     text = status.render_text(report)
     assert "cups.service (automatic: generated drop-in)" in text
-    assert "lonely" in text and "nothing (no lonely.service or lonely.socket in the unit search path)" in text
+    assert "lonely" in text and "nothing (no lonely.service in the unit search path)" in text
     document = json.loads(status.render_json(report, "pretty"))
     assert document["released_by"]["cups"] == {
         "units": ["cups.service"],

@@ -340,10 +340,7 @@ def test_release_of_every_case(tree: Path) -> None:
     assert of("*", "# portreserve: unit=cups\n") == ((), None)
     assert planner.errors == []
     assert "masked.service masked" in planner.release_of("masked", cfg / "masked").reason
-    assert (
-        "no nounit.service or nounit.socket in the unit search path"
-        in planner.release_of("nounit", cfg / "nounit").reason
-    )
+    assert "no nounit.service in the unit search path" in planner.release_of("nounit", cfg / "nounit").reason
 
 
 def test_host_wide_off_makes_every_name_manual(tree: Path) -> None:
@@ -618,3 +615,53 @@ def test_the_generator_reads_each_reservation_file_once(tmp_path: Path, monkeypa
     assert (out / "slapd.service.d" / "portreserve.conf").exists()
     reads = {name: opened.count(str(cfg / name)) for name in ("cups", "ldap", "plain")}
     assert reads == {"cups": 1, "ldap": 1, "plain": 1}
+
+
+@pytest.mark.parametrize(
+    "value, port",
+    [
+        ("631", 631),
+        ("0.0.0.0:631", 631),
+        ("127.0.0.1:993", 993),
+        ("[::]:110", 110),
+        ("[fe80::1%eth0]:25", 25),
+        ("/run/cups/cups.sock", None),
+        ("@abstract:631", None),
+        ("vsock:2:631", None),  # a vsock port, not an IP one
+        ("0", None),
+        ("65536", None),
+        ("99999999999999999999", None),
+        ("%i", None),
+        ("", None),
+    ],
+)
+def test_listen_port_values(value: str, port: int | None) -> None:
+    assert dropins._listen_port(value) == port
+
+
+def test_a_socket_unit_releases_a_name_only_when_it_binds_one_of_its_ports(tmp_path: Path) -> None:
+    """cups.socket listens on a path (Debian, Fedora): it must not release ipp
+    at sockets.target, long before cups.service binds 631."""
+    lib, etc, cfg = tmp_path / "lib", tmp_path / "etc", tmp_path / "cfg"
+    for d in (lib, etc, cfg):
+        d.mkdir()
+    (lib / "cups.socket").write_text("[Socket]\nListenStream=/run/cups/cups.sock\n")
+    (lib / "cups.service").write_text(UNIT)
+    (lib / "imap.socket").write_text("[Unit]\nListenStream=143\n[Socket]\nListenStream=0.0.0.0:993\n")
+    (lib / "dns.socket").write_text("[Socket]\nListenStream=53\n")
+    (etc / "dns.socket.d").mkdir()
+    (etc / "dns.socket.d" / "udp.conf").write_text("[Socket]\nListenDatagram=[::]:53\n")
+    (lib / "gone.socket").write_text("[Socket]\nListenStream=70\n")
+    (etc / "gone.socket.d").mkdir()
+    (etc / "gone.socket.d" / "reset.conf").write_text("[Socket]\nListenDatagram=\nListenStream=/run/gone\n")
+    planner = Planner(SYSTEM, [cfg], [str(etc), str(lib)])
+    tcp, udp = "tcp", "udp"
+    assert planner.release_of("cups", cfg / "cups", (), [(631, tcp)]).units == ("cups.service",)
+    assert planner.release_of("imap", cfg / "imap", (), [(993, tcp)]).units == ("imap.socket",)
+    assert planner.release_of("imap", cfg / "imap", (), [(143, tcp)]).how is None  # [Unit] is not [Socket]
+    assert planner.release_of("imap", cfg / "imap", (), [(993, udp)]).how is None  # a stream is TCP
+    assert planner.release_of("dns", cfg / "dns", (), [(53, udp)]).units == ("dns.socket",)  # from the drop-in
+    assert planner.release_of("gone", cfg / "gone", (), [(70, tcp)]).how is None  # reset by the drop-in
+    # Named in the file: the admin's word, whatever it binds.
+    named = directive_lines(b"# portreserve: unit=cups.socket\n")
+    assert planner.release_of("ipp", cfg / "ipp", named, [(631, tcp)]).units == ("cups.socket",)

@@ -251,6 +251,9 @@ user_off_no_dropin() {
 # unit starts (sockets.target, after sysinit.target), long after the
 # reservation's.  The drop-in is the socket unit's (ExecStartPre= in
 # [Socket]): imap.socket by its name, mail.socket named in the file pop3s.
+# printer.socket listens on a path only (as cups.socket does): it is not what
+# binds the port, so it gets no drop-in and the port stays reserved until
+# printer.service, which binds it, starts.
 scenario_s17_socket_activated_consumers() {
     check imap_listening state_is imap.socket active
     check imap_dropin has_dropin imap.socket "$G/imap.socket.d/portreserve.conf"
@@ -259,6 +262,10 @@ scenario_s17_socket_activated_consumers() {
     check mail_dropin has_dropin mail.socket "$G/mail.socket.d/portreserve.conf"
     check mail_released state_is portreserve@pop3s.target inactive
     check restart_is_quiet restart_socket_consumer
+    check path_socket_active state_is printer.socket active
+    check path_socket_no_dropin no_dropin_of_ours printer.socket
+    check path_socket_port_held portcheck bound 1514/tcp
+    check service_releases_it started_later printer.service
 }
 # A restart of the socket unit: its portrelease finds the ports free and
 # asks nobody; it binds again.  (Only TCP can be probed: systemd sets
