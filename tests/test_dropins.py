@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -665,3 +666,17 @@ def test_a_socket_unit_releases_a_name_only_when_it_binds_one_of_its_ports(tmp_p
     # Named in the file: the admin's word, whatever it binds.
     named = directive_lines(b"# portreserve: unit=cups.socket\n")
     assert planner.release_of("ipp", cfg / "ipp", named, [(631, tcp)]).units == ("cups.socket",)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.binary(max_size=300),
+    st.sampled_from([b"", b"[Socket]\n", b"[Socket]\nListenStream=", b"[Socket]\nListenDatagram=[::]:"]),
+)
+def test_socket_units_of_any_bytes(data: bytes, prefix: bytes) -> None:
+    """A socket unit of any content never stops the generator: ports in range or nothing."""
+    with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
+        with open(os.path.join(tmp, "x@1.socket"), "wb") as f:
+            f.write(prefix + data)
+        ports = UnitPath([tmp]).listen_ports("x@1.socket")
+    assert all(0 < n < 65536 and p in ("tcp", "udp") for n, p in ports)
