@@ -516,3 +516,47 @@ def test_wait_counts_a_port_busy_on_one_family_as_busy(family: int) -> None:
         busy.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", port))
         busy.listen()
         assert release_for(timeout=0.2).wait([(port, "tcp")]) == [(port, "tcp")]
+
+
+# -- no control socket: portrelease stops the units itself ---------------------------------
+
+
+def fake_systemctl(directory: Path, units: list[str], stop_status: int) -> dict[str, str]:
+    """The environment for a systemctl in PATH that shows `units` active and
+    whose stop exits with stop_status, saying why on stderr as the real one does."""
+    bindir = directory / "bin"
+    bindir.mkdir()
+    script = bindir / "systemctl"
+    script.write_text(
+        "#!/bin/sh\n"
+        'case " $* " in\n'
+        "*' show '*) for u in $FAKE_UNITS; do printf 'Id=%s\\nActiveState=active\\n\\n' \"$u\"; done ;;\n"
+        f"*' stop '*) echo 'Failed to stop units: Access denied' >&2; exit {stop_status} ;;\n"
+        "esac\n"
+    )
+    script.chmod(0o755)
+    return {"PATH": f"{bindir}:{os.environ.get('PATH', '/usr/bin:/bin')}", "FAKE_UNITS": " ".join(units)}
+
+
+def test_a_refused_stop_without_a_control_socket_is_said_once_and_not_waited_out(workdir: Path) -> None:
+    """No control socket (portreserve.socket stopped, the holder gone): portrelease
+    stops the name's socket units itself.  When systemctl refuses (a unit
+    with User= and no '+'), that is the answer: one message of ours after
+    systemctl's own, exit 1 at once, not a wait to the deadline followed by
+    a 'still in use' line per port for the same cause."""
+    ((port, socks),) = systemd_sockets(1)  # PID 1's copy: nothing frees it but the stop
+    gen, _ctl, env = user_runtime(workdir)  # no control socket at _ctl
+    write_map(gen, {"web": [(port, "tcp")]})
+    env.update(fake_systemctl(workdir, [f"portreserve-{port}-tcp.socket"], stop_status=1))
+    try:
+        started = time.monotonic()
+        result = portrelease("--user", "-t", "20", "web", env=env, timeout=60)
+        elapsed = time.monotonic() - started
+    finally:
+        socks["tcp"].close()
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "Failed to stop units: Access denied",
+        "portrelease: systemctl stop failed (exit status 1)",
+    ]
+    assert elapsed < 20  # not the deadline: nothing was going to free the port
