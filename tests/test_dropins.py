@@ -625,7 +625,26 @@ def test_the_generator_reads_each_reservation_file_once(tmp_path: Path, monkeypa
         ("0.0.0.0:631", 631),
         ("127.0.0.1:993", 993),
         ("[::]:110", 110),
-        ("[fe80::1%eth0]:25", 25),
+        # What systemd 252 did with each (measured in a boot, `systemctl show -p Listen`):
+        ("[::1]:25%lo", 25),  # systemd.socket(5): an interface after the port
+        ("127.0.0.1:25%lo", 25),
+        ("[fe80::1%lo]:25", None),  # "Failed to parse address value"
+        ("127.0.0.1%lo:25", None),
+        ("25%lo", None),
+        ("[::1]:25%", None),
+        ("[::1]:25%a:b", None),  # not an interface name
+        ("::25", None),  # an IPv6 address without a port
+        ("[::1]", None),
+        ("localhost:25", None),
+        ("0x3f3", 1011),  # strtoul(), base 0
+        ("+1012", 1012),
+        ("01013", 523),  # octal
+        ("0993", None),
+        ("127.0.0.1:01022", 530),
+        ("[::]:0x3f3", 1011),
+        ("-25", None),
+        ("\u00a025", None),  # only blanks are stripped
+        ("25#name", None),
         ("/run/cups/cups.sock", None),
         ("@abstract:631", None),
         ("vsock:2:631", None),  # a vsock port, not an IP one
@@ -680,3 +699,106 @@ def test_socket_units_of_any_bytes(data: bytes, prefix: bytes) -> None:
             f.write(prefix + data)
         ports = UnitPath([tmp]).listen_ports("x@1.socket")
     assert all(0 < n < 65536 and p in ("tcp", "udp") for n, p in ports)
+
+
+# Each socket unit as systemd 252 read it (measured in a boot: `systemctl show
+# -p Listen,LoadState`; tests/test_boot_dropins.py keeps asking systemd).
+@pytest.mark.parametrize(
+    "body, ports",
+    [
+        ("[Socket]\nListenStream=\\\n1009\n", {1009}),  # a continuation line
+        ("[Socket]\nListenStream=\\\n# a comment\n1013\n", {1013}),  # comments skipped inside one
+        ("[Socket]\n#ListenStream=\\\nListenStream=1016\n", {1016}),  # a comment does not continue
+        ("[Socket]\nListenStream=10\\\n10\n", set()),  # '10 10'
+        ("[Socket]\nListenStream=1014\\\\\nListenStream=1015\n", {1015}),  # an escaped backslash ends the line
+        ("\ufeff[Socket]\nListenStream=1020\n", {1020}),  # a UTF-8 byte order mark
+        ("[Socket]\n# comment\x0cListenStream=1028\nListenStream=1029\n", {1029}),  # a form feed ends no line
+        ("[Socket]\n# comment\rListenStream=1046\n", {1046}),  # a lone CR does
+        ("[Socket]\n# comment\x00ListenStream=1048\n", {1048}),  # and so does a NUL
+        ("[Socket]\nListenStream=\\\n\r1049\n", {1049}),  # LF CR is one line end
+        ("[Socket]\nListenStream=\\\r\n1050\n", {1050}),  # CR LF too
+        ("[Socket]\nListenStream=1051\nListenStream=\\\n\n1052\n", set()),  # LF LF: an empty line ends it: a reset
+        ("[Socket]\nListenStream=1035\nListenStreamX=\n", {1035}),  # an unknown key resets nothing
+        ("[Socket]\nListenStream=1036\nListenFIFO=\n", set()),  # an empty Listen*= resets them all
+        ("[Socket]\nListenStream=%%i\nListenStream=1019\n", {1019}),  # %% is a '%'
+        ("[Socket]\nListenStream=10%%18\n", set()),
+        ("[Socket]\nListenStream=[::1]:1004%%lo\n", {1004}),
+        ("[Socket]\nListenStream=1017\nSocketProtocol=sctp\n", set()),  # SCTP, not TCP
+        ("[Socket]\nListenDatagram=1016\nSocketProtocol=udplite\n", set()),  # UDP-Lite, not UDP
+        ("[Socket]\nListenDatagram=1016\nSocketProtocol=udplite\nSocketProtocol=\n", set()),  # no reset
+        ("[Socket]\nListenStream=1026\n[Socket]x\nListenStream=1027\n", set()),  # refused: bad section header
+        ("[Socket]\nListenStream=\t1010\t\n", {1010}),
+        ("[Socket] \nListenStream=1015\n", {1015}),
+    ],
+)
+def test_listen_ports_read_as_systemd_reads_a_unit(tmp_path: Path, body: str, ports: set[int]) -> None:
+    (tmp_path / "x.socket").write_bytes(body.encode("utf-8"))
+    assert {n for n, _proto in UnitPath([str(tmp_path)]).listen_ports("x.socket")} == ports
+
+
+def test_listen_ports_take_drop_ins_in_systemds_order(tmp_path: Path) -> None:
+    """Measured in a boot with systemd 252 (`systemctl show -p Listen,DropInPaths`):
+    per directory of the search path the unit's own .d, its template's, the
+    '-' prefixes'; a file name in an earlier one hides it in every later one;
+    then the drop-ins of its aliases, then socket.d (every socket).  Hidden
+    files are not drop-ins."""
+    etc, lib = tmp_path / "etc", tmp_path / "lib"
+
+    def put(path: Path, text: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+    # /etc's template drop-in hides /usr/lib's instance drop-in of the same name.
+    put(lib / "tp@.socket", "[Socket]\nListenStream=%i\n")
+    put(lib / "tp@3001.socket.d/50-a.conf", "[Socket]\nListenStream=3002\n")
+    put(etc / "tp@.socket.d/50-a.conf", "[Socket]\nListenStream=3003\n")
+    # A '-' prefix drop-in (systemd.unit(5)) applies to my-tp@3011.socket.
+    put(lib / "my-tp@.socket", "[Socket]\nListenStream=%i\n")
+    put(etc / "my-.socket.d/10.conf", "[Socket]\nListenStream=\nListenStream=3010\n")
+    # A hidden file is skipped.
+    put(etc / "hid.socket", "[Socket]\nListenStream=2007\n")
+    put(etc / "hid.socket.d/.hidden.conf", "[Socket]\nListenStream=\nListenStream=2008\n")
+    # An alias (a symlink) is the unit it points to: that unit's drop-ins count.
+    put(lib / "real2.socket", "[Socket]\nListenStream=2011\n")
+    put(lib / "real2.socket.d/10.conf", "[Socket]\nListenStream=2012\n")
+    (etc / "alias2.socket").symlink_to(lib / "real2.socket")
+    # socket.d applies to every socket unit.
+    put(etc / "top.socket", "[Socket]\nListenStream=2020\n")
+    put(etc / "socket.d/99-all.conf", "[Socket]\nListenDatagram=2021\n")
+    units = UnitPath([str(etc), str(lib)])
+
+    def ports(unit: str) -> set[tuple[int, str]]:
+        return units.listen_ports(unit)
+
+    assert ports("tp@3001.socket") == {(3001, "tcp"), (3003, "tcp"), (2021, "udp")}
+    assert ports("my-tp@3011.socket") == {(3010, "tcp"), (2021, "udp")}
+    assert ports("hid.socket") == {(2007, "tcp"), (2021, "udp")}
+    assert ports("alias2.socket") == {(2011, "tcp"), (2012, "tcp"), (2021, "udp")}
+    assert ports("top.socket") == {(2020, "tcp"), (2021, "udp")}
+
+
+def test_what_hides_the_generators_dropin(tmp_path: Path) -> None:
+    """Ours is GENERATOR/UNIT.d/portreserve.conf.  A portreserve.conf that systemd
+    reads before it hides it (the admin's call, reported as such): in /etc, also
+    in the template's or a '-' prefix's directory; one in /usr/lib comes after it."""
+    etc, gen, lib = tmp_path / "etc/systemd/system", tmp_path / "run/systemd/generator", tmp_path / "lib/systemd/system"
+    for d in (etc, gen, lib):
+        d.mkdir(parents=True)
+
+    def put(path: Path, text: str = "[Service]\n") -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+    put(lib / "vendor.service", UNIT)
+    put(lib / "vendor.service.d" / dropins.DROPIN)  # below the generator's: ours wins
+    put(lib / "web@.service", UNIT)
+    put(etc / "web@.service.d" / dropins.DROPIN)  # the template's, in /etc: before ours
+    put(lib / "db-main.service", UNIT)
+    (etc / "db-.service.d").mkdir()
+    (etc / "db-.service.d" / dropins.DROPIN).symlink_to("/dev/null")
+    put(lib / "plain.service", UNIT)
+    units = UnitPath([str(etc), str(gen), str(lib)])
+    assert units.dropin_replaced("vendor.service") is None
+    assert units.dropin_replaced("web@80.service") == "replaced"
+    assert units.dropin_replaced("db-main.service") == "masked"
+    assert units.dropin_replaced("plain.service") is None
