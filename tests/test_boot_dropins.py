@@ -19,6 +19,7 @@ quoting systemd itself checks (argv.service).
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from pathlib import Path
@@ -175,7 +176,92 @@ FILES: dict[str, str | bytes | tuple[str | bytes, int]] = {
     ),
 }
 
+# Socket units that nothing starts, each read by systemd (`systemctl show -p
+# Listen`) and by portreserve.dropins.UnitPath.listen_ports() in the boot
+# (scenario s18): the two must agree.  Values as a unit file holds them ('%%'
+# is a '%' once systemd expands specifiers).
+_ORACLE_VALUES = {
+    "plain": "ListenStream=1601",
+    "ipv4": "ListenStream=0.0.0.0:1602",
+    "ipv6": "ListenStream=[::]:1603",
+    "ipv6-iface": "ListenStream=[::1]:1604%%lo",  # systemd.socket(5): the interface after the port
+    "ipv6-iface-inside": "ListenStream=[fe80::1%%lo]:1605",  # refused
+    "ipv4-iface": "ListenStream=127.0.0.1:1606%%lo",
+    "ipv4-iface-inside": "ListenStream=127.0.0.1%%lo:1607",  # refused
+    "port-iface": "ListenStream=1608%%lo",  # refused
+    "ipv6-no-port": "ListenStream=::1609",  # refused
+    "continued": "ListenStream=\\\n1610",
+    "continued-twice": "ListenStream=16\\\n11",  # '16 11': refused
+    "continued-comment": "ListenStream=\\\n# between\n1612",
+    "comment-continues-not": "#ListenStream=\\\nListenStream=1613",
+    "escaped-backslash": "ListenStream=1614\\\\\nListenStream=1615",
+    "hex": "ListenStream=0x64f",
+    "plus": "ListenStream=+1617",
+    "octal": "ListenStream=01618",
+    "octal-ipv4": "ListenStream=127.0.0.1:01619",
+    "not-octal": "ListenStream=01698\nListenStream=1620",
+    "blanks": "ListenStream \t =  1621 \t",
+    "nbsp": "ListenStream=\u00a01622",
+    "quoted": 'ListenStream="1623"',
+    "percent": "ListenStream=16%%24",
+    "instance-literal": "ListenStream=%%i\nListenStream=1625",
+    "hostname": "ListenStream=localhost:1626",
+    "server-name": "ListenStream=1627#name",
+    "trailing-comment": "ListenStream=1628 # imap",
+    "semicolon": ";ListenStream=1629\nListenStream=1630",
+    "crlf": "ListenStream=1631\r",
+    "lone-cr": "# comment\rListenStream=1632",
+    "nul": "# comment\x00ListenStream=1633",
+    "form-feed": "# comment\x0cListenStream=1634\nListenStream=1635",
+    "lf-cr": "ListenStream=\\\n\r1636",
+    "reset-by-fifo": "ListenStream=1637\nListenFIFO=\nListenDatagram=1638",
+    "unknown-key": "ListenStream=1639\nListenStreamX=",
+    "sctp": "ListenStream=1640\nSocketProtocol=sctp",
+    "udplite": "ListenDatagram=1641\nSocketProtocol=udplite\nSocketProtocol=",
+    "seqpacket": "ListenSequentialPacket=1642",
+    "vsock": "ListenStream=vsock:2:1643",
+    "path": "ListenStream=/run/listen-oracle.sock",
+    "out-of-range": "ListenStream=65536",
+    "bad-header": "ListenStream=1644\n[Socket]x\nListenStream=1645",
+    "hostname-specifier": "ListenStream=%H:1646\nListenStream=1647",
+}
+_O = "/etc/systemd/system"
+ORACLE_FILES: dict[str, str | bytes] = {
+    **{
+        f"{_O}/lo-{name}.socket": f"[Socket]\nService=lo-idle.service\n{value}\n"
+        for name, value in _ORACLE_VALUES.items()
+    },
+    f"{_O}/lo-bom.socket": "\ufeff[Socket]\nService=lo-idle.service\nListenStream=1648\n",
+    f"{_O}/lo-idle.service": IDLE_SERVICE,
+    # drop-ins: a file name in an earlier directory hides it in later ones, /etc's
+    # template drop-in an instance drop-in of /usr/lib
+    f"{_O}/lo-d.socket": "[Socket]\nService=lo-idle.service\nListenStream=1650\n",
+    "/usr/lib/systemd/system/lo-d.socket.d/50-x.conf": "[Socket]\nListenStream=\nListenStream=1651\n",
+    f"{_O}/lo-d.socket.d/50-x.conf": "[Socket]\nListenStream=1652\n",
+    "/run/systemd/system/lo-d.socket.d/40-y.conf": "[Socket]\nListenDatagram=1653\n",
+    f"{_O}/lo-d.socket.d/.hidden.conf": "[Socket]\nListenStream=\n",
+    "/usr/lib/systemd/system/lo-tp@.socket": "[Socket]\nService=lo-idle.service\nListenStream=%i\n",
+    "/usr/lib/systemd/system/lo-tp@1654.socket.d/50-a.conf": "[Socket]\nListenStream=1655\n",
+    f"{_O}/lo-tp@.socket.d/50-a.conf": "[Socket]\nListenStream=1656\n",
+    # '-' prefixes, most specific first
+    f"{_O}/lp-x-y.socket": "[Socket]\nService=lo-idle.service\nListenStream=1657\n",
+    f"{_O}/lp-x-.socket.d/10.conf": "[Socket]\nListenStream=1658\n",
+    "/usr/lib/systemd/system/lp-.socket.d/10.conf": "[Socket]\nListenStream=1659\n",
+    # an alias: the drop-ins of both names count
+    "/usr/lib/systemd/system/lo-real.socket": "[Socket]\nService=lo-idle.service\nListenStream=1660\n",
+    "/usr/lib/systemd/system/lo-real.socket.d/10.conf": "[Socket]\nListenStream=1661\n",
+    f"{_O}/lo-alias.socket.d/10.conf": "[Socket]\nListenStream=1662\n",
+}
+ORACLE_LINKS = {f"{_O}/lo-alias.socket": "/usr/lib/systemd/system/lo-real.socket"}
+ORACLE_UNITS = [
+    *(f"lo-{name}.socket" for name in _ORACLE_VALUES),
+    *("lo-bom.socket", "lo-d.socket", "lo-tp@1654.socket", "lp-x-y.socket", "lo-real.socket", "lo-alias.socket"),
+]
+FILES["/etc/listen-oracle.list"] = "".join(f"{u}\n" for u in ORACLE_UNITS)
+FILES.update(ORACLE_FILES)
+
 LINKS = {
+    **ORACLE_LINKS,
     "/etc/systemd/system/sysinit.target.wants/rpcbind.service": "/etc/systemd/system/rpcbind.service",
     "/etc/systemd/system/masked1.service.d/portreserve.conf": "/dev/null",
     "/etc/systemd/system/ldap2.service": "/etc/systemd/system/slapd2.service",
@@ -242,3 +328,28 @@ def test_exec_quote_passes_every_name_through_systemd_unchanged(dropin_boot: Boo
 
 def test_generator_logged_nothing(dropin_boot: BootResult) -> None:
     assert "portreserve-generator" not in dropin_boot.kmsg, dropin_boot.kmsg
+
+
+def systemd_listens(shown: str) -> list[list[int | str]]:
+    """The TCP and UDP ports of `systemctl show -p LoadState,Listen,SocketProtocol`:
+    none unless the unit loaded and its protocol is the default."""
+    props = [line.split("=", 1) for line in shown.splitlines() if "=" in line]
+    if ("LoadState", "loaded") not in [tuple(p) for p in props] or dict(props).get("SocketProtocol", "0") != "0":
+        return []
+    ports = set()
+    for key, value in props:
+        address, _, kind = value.rpartition(" ")
+        number = address.rpartition(":")[2].partition("%")[0]  # [::1]:25%lo
+        ip = address.startswith(("[", *"0123456789"))  # not a path, vsock:CID:PORT or the like
+        if key == "Listen" and kind in ("(Stream)", "(Datagram)") and number.isdigit() and ip:
+            ports.add((int(number), "tcp" if kind == "(Stream)" else "udp"))
+    return [list(p) for p in sorted(ports)]
+
+
+def test_listen_ports_read_socket_units_as_systemd_does(dropin_boot: BootResult) -> None:
+    listen = dropin_boot.results_dir / "listen"
+    assert (listen / "ours.json").is_file(), f"no oracle results\n--- driver log ---\n{dropin_boot.driver_log[-4000:]}"
+    ours = json.loads((listen / "ours.json").read_text())
+    systemd = {u: systemd_listens((listen / u).read_text()) for u in ORACLE_UNITS}
+    assert set(ours) == set(ORACLE_UNITS)
+    assert {u: ours[u] for u in ORACLE_UNITS} == systemd

@@ -274,6 +274,28 @@ restart_socket_consumer() {
     systemctl restart mail.socket && state_is mail.socket active && portcheck bound 1513/tcp
 }
 
+# systemd is the oracle of how the generator reads socket units: for each
+# unit listed in /etc/listen-oracle.list (units that nothing starts, staged by
+# tests/test_boot_dropins.py), what `systemctl show` says it listens on, and
+# what portreserve.dropins.UnitPath.listen_ports() reads from the same files;
+# the test compares them.
+scenario_s18_listen_ports_oracle_ran() {
+    check ran listen_oracle
+}
+listen_oracle() {
+    local unit
+    mkdir -p /results/listen
+    while read -r unit; do
+        systemctl show -p LoadState,Listen,SocketProtocol -- "$unit" > "/results/listen/$unit" || return 1
+    done < /etc/listen-oracle.list
+    python3 -I -c '
+import json, sys
+from portreserve.dropins import UnitPath, unit_search_path
+units = UnitPath(unit_search_path(False))
+print(json.dumps({u: sorted(units.listen_ports(u)) for u in sys.stdin.read().split()}))
+' < /etc/listen-oracle.list > /results/listen/ours.json
+}
+
 SCENARIOS=(
     s1_control_portrelease_by_hand_frees_a_port
     s2_early_rival_gets_nothing
@@ -292,5 +314,6 @@ SCENARIOS=(
     s15_user_manager_gets_drop_ins
     s16_user_manager_with_auto_release_off
     s17_socket_activated_consumers
+    s18_listen_ports_oracle_ran
 )
 run_scenarios "${SCENARIOS[@]}"
