@@ -695,7 +695,9 @@ class Planner:
         if name == "*":  # portrelease '*' releases everything
             return Release((), None, "the name '*' means every name to portrelease")
         named = directives.units
-        candidates = named or [u for u in (f"{name}{t}" for t in RELEASING_TYPES) if valid_unit_name(u)]
+        # A template (a file named foo@) would give every instance the drop-in.
+        implicit = [f"{name}{t}" for t in RELEASING_TYPES]
+        candidates = named or [u for u in implicit if valid_unit_name(u) and not is_template(u)]
         if not named and f"{name}.socket" in candidates:
             # A socket unit of the name releases it only when it binds one of
             # its ports (socket activation, F16): cups.socket, which listens

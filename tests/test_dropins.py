@@ -802,3 +802,19 @@ def test_what_hides_the_generators_dropin(tmp_path: Path) -> None:
     assert units.dropin_replaced("web@80.service") == "replaced"
     assert units.dropin_replaced("db-main.service") == "masked"
     assert units.dropin_replaced("plain.service") is None
+
+
+def test_a_name_that_is_a_template_gets_no_dropin(tree: Path) -> None:
+    """A file named sshd@ would give sshd@.service a drop-in, and so every
+    instance of it: with an Accept=yes sshd.socket, a portrelease (and a
+    request to the holder, the port being in use) for every connection.  The
+    file's unit= refuses a template; its name must not slip one in either."""
+    cfg = tree / "cfg"
+    cfg.mkdir()
+    (tree / "lib" / "sshd.socket").write_text("[Socket]\nListenStream=2222\nAccept=yes\n")
+    (tree / "lib" / "sshd@.service").write_text(UNIT)
+    planner = Planner(SYSTEM, [cfg], search(tree))
+    assert planner.release_of("sshd@", reservation(cfg, "sshd@", "2222/tcp\n").source, (), [(2222, "tcp")]).how is None
+    assert planner.release_of("sshd", reservation(cfg, "sshd", "2222/tcp\n").source, (), [(2222, "tcp")]).units == (
+        "sshd.socket",
+    )
