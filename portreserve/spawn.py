@@ -24,7 +24,8 @@ class CommandError(Exception):
         if self.status is None:
             return f"cannot run {program}: {self.detail}"
         verb = next((a for a in self.argv[1:] if not a.startswith("-")), "")
-        text = f"{program} {verb}".rstrip() + f" failed (exit status {self.status})"
+        how = f"killed by signal {-self.status}" if self.status < 0 else f"exit status {self.status}"
+        text = f"{program} {verb}".rstrip() + f" failed ({how})"
         return f"{text}: {self.detail}" if self.detail else text
 
 

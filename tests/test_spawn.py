@@ -62,3 +62,10 @@ def test_systemctl_options_come_first(monkeypatch: pytest.MonkeyPatch) -> None:
         ["systemctl", "--user", "--no-ask-password", "stop", "--", "a.socket"],
         ["systemctl", "--no-ask-password", "daemon-reload"],
     ]
+
+
+def test_a_command_killed_by_a_signal_says_so() -> None:
+    with pytest.raises(spawn.CommandError) as e:
+        spawn.run(["sh", "-c", "kill -TERM $$"])
+    assert e.value.status == -15
+    assert str(e.value).endswith("failed (killed by signal 15)")  # not "exit status -15"
