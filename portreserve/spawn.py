@@ -87,11 +87,12 @@ def systemctl(user: bool, *args: str, stdout: bool = False, stderr: bool = False
 
 def show(user: bool, units: list[str], properties: list[str], *options: str) -> dict[str, dict[str, str]]:
     """`systemctl show` for many units in one call: {unit: {property: value}}.
-    options: e.g. --timestamp=unix.  Raises CommandError."""
+    options: e.g. --timestamp=unix.  Raises CommandError, with systemctl's
+    complaint in it (not on our stderr: `status -q` says nothing)."""
     if not units:
         return {}
     argv = ["show", *options, f"--property=Id,{','.join(properties)}", "--", *units]
-    output = systemctl(user, *argv, stdout=True)
+    output = systemctl(user, *argv, stdout=True, stderr=True)
     shown: dict[str, dict[str, str]] = {}
     for block in output.split("\n\n"):
         props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)

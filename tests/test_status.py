@@ -19,7 +19,18 @@ from pathlib import Path
 
 import pytest
 from boot import BootResult, boot
-from helpers import Reaper, free_ports, pids_with_arg, plain_bind, portrelease, portreserve, write_config
+from helpers import (
+    PORTRESERVE,
+    Reaper,
+    free_ports,
+    pids_with_arg,
+    plain_bind,
+    portrelease,
+    portreserve,
+    run,
+    write_config,
+    write_map,
+)
 from scenarios import GUEST, Driver, assert_scenario, guest_tools
 
 from portreserve.status import EXIT_FAILED, EXIT_OK, EXIT_PENDING, PortState, Report, unit_of_cgroup
@@ -220,3 +231,26 @@ def test_json_pending_names_the_command(status_boot: BootResult) -> None:
     )
     late = [p for p in document["ports"] if p["name"] == "late"]
     assert [(p["port"], p["proto"], p["state"]) for p in late] == [(1700, "tcp", "pending")]
+
+
+def test_quiet_prints_nothing_also_when_systemctl_fails(tmp_path: Path) -> None:
+    """-q is for scripts: exit status 1 and no word, also from systemctl (its
+    complaint goes into our one message, which -q keeps quiet)."""
+    runtime = tmp_path / "run"
+    (runtime / "systemd" / "generator").mkdir(parents=True)
+    (runtime / "systemd" / "private").touch()  # a user manager runs
+    write_map(runtime / "systemd" / "generator", {"web": [(8080, "tcp")]})
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "systemctl").write_text("#!/bin/sh\necho 'Failed to connect to bus: No medium found' >&2\nexit 1\n")
+    (bindir / "systemctl").chmod(0o755)
+    env = {"XDG_RUNTIME_DIR": str(runtime), "PATH": f"{bindir}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+    cfg = write_config(tmp_path / "cfg", {"web": "8080/tcp\n"})
+    args = ["status", "--user", "--config-dir", str(cfg)]
+    quiet = run([*PORTRESERVE, *args, "-q"], env=env)
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (EXIT_FAILED, "", "")
+    loud = run([*PORTRESERVE, *args], env=env)
+    assert loud.returncode == EXIT_FAILED
+    assert loud.stderr == (
+        "portreserve: systemctl show failed (exit status 1): Failed to connect to bus: No medium found\n"
+    )
