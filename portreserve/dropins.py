@@ -364,15 +364,21 @@ def dropin_names(unit: str) -> list[str]:
 def unit_name_prefixes(unit: str) -> list[str]:
     """The '-' prefix names whose drop-ins also apply (systemd.unit(5)):
     foo-bar-baz.socket -> foo-bar-.socket, foo-.socket (foo-bar@x.socket ->
-    foo-.socket), most specific first."""
-    stem, dot, suffix = unit.rpartition(".")
+    foo-.socket), most specific first.  As src/shared/dropin.c walks them: a
+    trailing dash is chopped once per step ('a--b' gives 'a--' only)."""
+    stem, _dot, suffix = unit.rpartition(".")
     prefix = stem.partition("@")[0]
-    if prefix.endswith("-"):
-        prefix = prefix[:-1]  # a trailing dash is chopped once
     found = []
-    while "-" in prefix:
-        prefix = prefix[: prefix.rindex("-")]
-        found.append(f"{prefix}-.{suffix}")
+    chopped = False
+    while (dash := prefix.rfind("-")) >= 0:
+        if dash == len(prefix) - 1:
+            if chopped:
+                break
+            chopped, prefix = True, prefix[:-1]
+            continue
+        prefix = prefix[: dash + 1]
+        found.append(f"{prefix}.{suffix}")
+        chopped = False
     return found
 
 

@@ -238,7 +238,7 @@ ORACLE_FILES: dict[str, str | bytes] = {
     f"{_O}/lo-d.socket": "[Socket]\nService=lo-idle.service\nListenStream=1650\n",
     "/usr/lib/systemd/system/lo-d.socket.d/50-x.conf": "[Socket]\nListenStream=\nListenStream=1651\n",
     f"{_O}/lo-d.socket.d/50-x.conf": "[Socket]\nListenStream=1652\n",
-    "/run/systemd/system/lo-d.socket.d/40-y.conf": "[Socket]\nListenDatagram=1653\n",
+    "/usr/local/lib/systemd/system/lo-d.socket.d/40-y.conf": "[Socket]\nListenDatagram=1653\n",
     f"{_O}/lo-d.socket.d/.hidden.conf": "[Socket]\nListenStream=\n",
     "/usr/lib/systemd/system/lo-tp@.socket": "[Socket]\nService=lo-idle.service\nListenStream=%i\n",
     "/usr/lib/systemd/system/lo-tp@1654.socket.d/50-a.conf": "[Socket]\nListenStream=1655\n",
@@ -247,6 +247,10 @@ ORACLE_FILES: dict[str, str | bytes] = {
     f"{_O}/lp-x-y.socket": "[Socket]\nService=lo-idle.service\nListenStream=1657\n",
     f"{_O}/lp-x-.socket.d/10.conf": "[Socket]\nListenStream=1658\n",
     "/usr/lib/systemd/system/lp-.socket.d/10.conf": "[Socket]\nListenStream=1659\n",
+    # a double dash: a trailing dash is chopped once per step, so lq-.socket.d is not read
+    f"{_O}/lq--b.socket": "[Socket]\nService=lo-idle.service\nListenStream=1670\n",
+    f"{_O}/lq--.socket.d/10.conf": "[Socket]\nListenStream=1671\n",
+    f"{_O}/lq-.socket.d/10.conf": "[Socket]\nListenStream=1672\n",
     # an alias: the drop-ins of both names count
     "/usr/lib/systemd/system/lo-real.socket": "[Socket]\nService=lo-idle.service\nListenStream=1660\n",
     "/usr/lib/systemd/system/lo-real.socket.d/10.conf": "[Socket]\nListenStream=1661\n",
@@ -255,7 +259,15 @@ ORACLE_FILES: dict[str, str | bytes] = {
 ORACLE_LINKS = {f"{_O}/lo-alias.socket": "/usr/lib/systemd/system/lo-real.socket"}
 ORACLE_UNITS = [
     *(f"lo-{name}.socket" for name in _ORACLE_VALUES),
-    *("lo-bom.socket", "lo-d.socket", "lo-tp@1654.socket", "lp-x-y.socket", "lo-real.socket", "lo-alias.socket"),
+    *(
+        "lo-bom.socket",
+        "lo-d.socket",
+        "lo-tp@1654.socket",
+        "lp-x-y.socket",
+        "lq--b.socket",
+        "lo-real.socket",
+        "lo-alias.socket",
+    ),
 ]
 FILES["/etc/listen-oracle.list"] = "".join(f"{u}\n" for u in ORACLE_UNITS)
 FILES.update(ORACLE_FILES)

@@ -818,3 +818,18 @@ def test_a_name_that_is_a_template_gets_no_dropin(tree: Path) -> None:
     assert planner.release_of("sshd", reservation(cfg, "sshd", "2222/tcp\n").source, (), [(2222, "tcp")]).units == (
         "sshd.socket",
     )
+
+
+@pytest.mark.parametrize(
+    "unit, prefixes",
+    [
+        ("a-b-c.socket", ["a-b-.socket", "a-.socket"]),
+        ("my-tp@3011.socket", ["my-.socket"]),
+        ("my-tp@.socket", ["my-.socket"]),
+        ("foo-.socket", []),
+        ("a--b.socket", ["a--.socket"]),
+        ("plain.socket", []),
+    ],
+)
+def test_dash_prefixes_as_systemd_walks_them(unit: str, prefixes: list[str]) -> None:
+    assert dropins.unit_name_prefixes(unit) == prefixes
