@@ -177,7 +177,7 @@ FILES: dict[str, str | bytes | tuple[str | bytes, int]] = {
 }
 
 # Socket units that nothing starts, each read by systemd (`systemctl show -p
-# Listen`) and by portreserve.dropins.UnitPath.listen_ports() in the boot
+# Listen`) and by portreserve.unitpath.UnitPath.listen_ports() in the boot
 # (scenario s18): the two must agree.  Values as a unit file holds them ('%%'
 # is a '%' once systemd expands specifiers).
 _ORACLE_VALUES = {

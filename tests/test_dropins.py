@@ -18,9 +18,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from portreserve import config, dropins
+from portreserve import config, dropins, unitpath
 from portreserve.config import Port, Proto, Reservation, directive_lines
-from portreserve.dropins import AUTOMATIC, MANUAL, Planner, UnitPath, exec_quote, parse_directives, read_settings
+from portreserve.dropins import AUTOMATIC, DROPIN, MANUAL, Planner, exec_quote, parse_directives, read_settings
+from portreserve.unitpath import UnitPath
 from portreserve.units import Scope
 
 REPO = Path(__file__).resolve().parent.parent
@@ -156,7 +157,7 @@ def analyze_unit_paths(user: bool, environ: dict[str, str]) -> list[str]:
     ],
 )
 def test_system_search_path_is_systemds(environ: dict[str, str]) -> None:
-    assert dropins.unit_search_path(False, environ) == analyze_unit_paths(False, environ)
+    assert unitpath.unit_search_path(False, environ) == analyze_unit_paths(False, environ)
 
 
 @pytest.mark.parametrize(
@@ -172,7 +173,7 @@ def test_system_search_path_is_systemds(environ: dict[str, str]) -> None:
     ],
 )
 def test_user_search_path_is_systemds(environ: dict[str, str]) -> None:
-    assert dropins.unit_search_path(True, environ) == analyze_unit_paths(True, environ)
+    assert unitpath.unit_search_path(True, environ) == analyze_unit_paths(True, environ)
 
 
 # -- which units exist ---------------------------------------------------------------
@@ -237,7 +238,7 @@ def test_unit_states(tree: Path) -> None:
     ],
 )
 def test_valid_unit_names(unit: str, valid: bool) -> None:
-    assert dropins.valid_unit_name(unit) is valid
+    assert unitpath.valid_unit_name(unit) is valid
 
 
 # -- directives and settings ------------------------------------------------------------
@@ -569,7 +570,7 @@ def test_dropin_passes_systemd_analyze_verify(tmp_path: Path) -> None:
 def test_directives_and_settings_never_raise(data: bytes, prefix: bytes) -> None:
     path = Path("/etc/portreserve/x")
     found, errors = parse_directives(path, directive_lines(prefix + data))
-    assert all(dropins.valid_unit_name(u) and not dropins.is_template(u) for u in found.units)
+    assert all(unitpath.valid_unit_name(u) and not unitpath.is_template(u) for u in found.units)
     assert all(e.path == str(path) and e.line is not None for e in errors)
     dropins.render_dropin("x.service", [Reservation(os.fsdecode(data.replace(b"\0", b"")), (), path)], SYSTEM)
 
@@ -656,7 +657,7 @@ def test_the_generator_reads_each_reservation_file_once(tmp_path: Path, monkeypa
     ],
 )
 def test_listen_port_values(value: str, port: int | None) -> None:
-    assert dropins._listen_port(value) == port
+    assert unitpath._listen_port(value) == port
 
 
 def test_a_socket_unit_releases_a_name_only_when_it_binds_one_of_its_ports(tmp_path: Path) -> None:
@@ -798,10 +799,10 @@ def test_what_hides_the_generators_dropin(tmp_path: Path) -> None:
     (etc / "db-.service.d" / dropins.DROPIN).symlink_to("/dev/null")
     put(lib / "plain.service", UNIT)
     units = UnitPath([str(etc), str(gen), str(lib)])
-    assert units.dropin_replaced("vendor.service") is None
-    assert units.dropin_replaced("web@80.service") == "replaced"
-    assert units.dropin_replaced("db-main.service") == "masked"
-    assert units.dropin_replaced("plain.service") is None
+    assert units.dropin_replaced("vendor.service", DROPIN) is None
+    assert units.dropin_replaced("web@80.service", DROPIN) == "replaced"
+    assert units.dropin_replaced("db-main.service", DROPIN) == "masked"
+    assert units.dropin_replaced("plain.service", DROPIN) is None
 
 
 def test_a_name_that_is_a_template_gets_no_dropin(tree: Path) -> None:
@@ -832,4 +833,4 @@ def test_a_name_that_is_a_template_gets_no_dropin(tree: Path) -> None:
     ],
 )
 def test_dash_prefixes_as_systemd_walks_them(unit: str, prefixes: list[str]) -> None:
-    assert dropins.unit_name_prefixes(unit) == prefixes
+    assert unitpath.unit_name_prefixes(unit) == prefixes

@@ -21,6 +21,7 @@ ALLOWED = {
     "portreserve.generator",
     "portreserve.names",
     "portreserve.paths",  # import-free: os only
+    "portreserve.unitpath",
     "portreserve.units",
 }
 # What it once imported, or easily would, each worth milliseconds at every boot.

@@ -277,7 +277,7 @@ restart_socket_consumer() {
 # systemd is the oracle of how the generator reads socket units: for each
 # unit listed in /etc/listen-oracle.list (units that nothing starts, staged by
 # tests/test_boot_dropins.py), what `systemctl show` says it listens on, and
-# what portreserve.dropins.UnitPath.listen_ports() reads from the same files;
+# what portreserve.unitpath.UnitPath.listen_ports() reads from the same files;
 # the test compares them.
 scenario_s18_listen_ports_oracle_ran() {
     check ran listen_oracle
@@ -290,7 +290,7 @@ listen_oracle() {
     done < /etc/listen-oracle.list
     python3 -I -c '
 import json, sys
-from portreserve.dropins import UnitPath, unit_search_path
+from portreserve.unitpath import UnitPath, unit_search_path
 units = UnitPath(unit_search_path(False))
 print(json.dumps({u: sorted(units.listen_ports(u)) for u in sys.stdin.read().split()}))
 ' < /etc/listen-oracle.list > /results/listen/ours.json
