@@ -373,7 +373,9 @@ class Release:
         active = [u for u in units if shown.get(u, {}).get("ActiveState") in ACTIVE_STATES]
         if active:
             try:
-                spawn.systemctl(self.user, "stop", "--", *active)
+                # --no-block: a job PID 1 is slow to run must not outlast
+                # --timeout; the wait below is bounded by it.
+                spawn.systemctl(self.user, "stop", "--no-block", "--", *active)
             except spawn.CommandError as e:
                 # That is the answer (systemctl said why): waiting to the
                 # deadline for ports nothing is freeing would only repeat it.

@@ -523,7 +523,9 @@ def test_wait_counts_a_port_busy_on_one_family_as_busy(family: int) -> None:
 
 def fake_systemctl(directory: Path, units: list[str], stop_status: int) -> dict[str, str]:
     """The environment for a systemctl in PATH that shows `units` active and
-    whose stop exits with stop_status, saying why on stderr as the real one does."""
+    whose stop exits with stop_status, saying why on stderr as the real one does
+    (stop_status 0: it queues the job and returns only with --no-block, else it
+    hangs as behind a PID 1 that never runs the job)."""
     bindir = directory / "bin"
     bindir.mkdir()
     script = bindir / "systemctl"
@@ -531,11 +533,15 @@ def fake_systemctl(directory: Path, units: list[str], stop_status: int) -> dict[
         "#!/bin/sh\n"
         'case " $* " in\n'
         "*' show '*) for u in $FAKE_UNITS; do printf 'Id=%s\\nActiveState=active\\n\\n' \"$u\"; done ;;\n"
-        f"*' stop '*) echo 'Failed to stop units: Access denied' >&2; exit {stop_status} ;;\n"
+        "*' stop --no-block '*) [ \"$FAKE_STOP\" = 0 ] && exit 0\n"
+        "    echo 'Failed to stop units: Access denied' >&2; exit \"$FAKE_STOP\" ;;\n"
+        "*' stop '*) [ \"$FAKE_STOP\" = 0 ] && exec sleep 600\n"
+        "    echo 'Failed to stop units: Access denied' >&2; exit \"$FAKE_STOP\" ;;\n"
         "esac\n"
     )
     script.chmod(0o755)
-    return {"PATH": f"{bindir}:{os.environ.get('PATH', '/usr/bin:/bin')}", "FAKE_UNITS": " ".join(units)}
+    path = f"{bindir}:{os.environ.get('PATH', '/usr/bin:/bin')}"
+    return {"PATH": path, "FAKE_UNITS": " ".join(units), "FAKE_STOP": str(stop_status)}
 
 
 def test_a_refused_stop_without_a_control_socket_is_said_once_and_not_waited_out(workdir: Path) -> None:
@@ -560,3 +566,22 @@ def test_a_refused_stop_without_a_control_socket_is_said_once_and_not_waited_out
         "portrelease: systemctl stop failed (exit status 1)",
     ]
     assert elapsed < 20  # not the deadline: nothing was going to free the port
+
+
+def test_a_stop_job_pid1_never_runs_does_not_outlast_the_timeout(workdir: Path) -> None:
+    """No control socket, and PID 1 never runs the stop job (a hung boot):
+    portrelease queues the stop (--no-block) and answers at its --timeout that
+    the port is still in use, instead of waiting as long as systemctl would."""
+    ((port, socks),) = systemd_sockets(1)
+    gen, _ctl, env = user_runtime(workdir)
+    write_map(gen, {"web": [(port, "tcp")]})
+    env.update(fake_systemctl(workdir, [f"portreserve-{port}-tcp.socket"], stop_status=0))
+    try:
+        started = time.monotonic()
+        result = portrelease("--user", "-t", "1", "web", env=env, timeout=700)
+        elapsed = time.monotonic() - started
+    finally:
+        socks["tcp"].close()
+    assert result.returncode == 1, result.stderr
+    assert f"{port}/tcp is still in use after 1 s" in result.stderr
+    assert elapsed < 300  # the fake's blocking stop would have taken 600 s
