@@ -239,11 +239,14 @@ class Holder:
     def watch_manager(self, path: str) -> None:
         from . import manager
 
+        # Signals of other objects than our socket units are dropped unparsed.
+        prefix = f"{manager.UNIT_PATH}/{manager.label_escape(names.SOCKET_PREFIX)}"
+        suffix = manager.label_escape(names.SOCKET_SUFFIX)
         self.view = {}
         self.manager = manager.Connection(
             path,
             on_signal=self._on_manager_signal,
-            interesting=_is_reservation_path,
+            interesting=lambda p: p.startswith(prefix) and p.endswith(suffix),
             on_ready=self._on_manager_ready,
             on_lost=self._on_manager_lost,
         )
@@ -331,7 +334,9 @@ class Holder:
             interface, changed = body[0], body[1]
             if interface != "org.freedesktop.systemd1.Unit" or "ActiveState" not in changed:  # type: ignore[operator]
                 return
-            unit = _unit_of_path(path)
+            from .manager import unit_of_object_path  # loaded with the connection
+
+            unit = unit_of_object_path(path)
             state = changed["ActiveState"][1]  # type: ignore[index]
             if self.view is not None:
                 self.view[unit] = state
@@ -704,28 +709,6 @@ def _open_reserve() -> int | None:
         return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
-
-
-_SOCKET_PATH_PREFIX = "/org/freedesktop/systemd1/unit/portreserve_2d"
-_SOCKET_PATH_SUFFIX = "_2esocket"
-
-
-def _is_reservation_path(path: str) -> bool:
-    return path.startswith(_SOCKET_PATH_PREFIX) and path.endswith(_SOCKET_PATH_SUFFIX)
-
-
-def _unit_of_path(path: str) -> str:
-    label = path.rsplit("/", 1)[1]
-    out = bytearray()
-    i = 0
-    while i < len(label):
-        if label[i] == "_" and i + 2 < len(label) and all(c in "0123456789abcdef" for c in label[i + 1 : i + 3]):
-            out.append(int(label[i + 1 : i + 3], 16))
-            i += 3
-        else:
-            out.append(ord(label[i]))
-            i += 1
-    return out.decode("utf-8", "replace")
 
 
 def create_control_socket(path: str) -> socket.socket:

@@ -249,6 +249,32 @@ class Connection:
         self.call(MANAGER_PATH, MANAGER_IFACE, "ListUnitsByPatterns", "asas", ([], patterns), reply)
 
 
+# A unit's D-Bus object: UNIT_PATH/LABEL, the unit name escaped as systemd's
+# bus_label_escape() does (every byte but [A-Za-z0-9] as _XX, in lower case hex).
+UNIT_PATH = f"{MANAGER_PATH}/unit"
+_LABEL_SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+_HEX_DIGITS = frozenset("0123456789abcdef")
+
+
+def label_escape(text: str) -> str:
+    return "".join(chr(b) if b in _LABEL_SAFE else f"_{b:02x}" for b in text.encode())
+
+
+def unit_of_object_path(path: str) -> str:
+    """The unit name of an object path under UNIT_PATH (bus_label_unescape())."""
+    label = path.rsplit("/", 1)[1]
+    out = bytearray()
+    i = 0
+    while i < len(label):
+        if label[i] == "_" and i + 2 < len(label) and _HEX_DIGITS.issuperset(label[i + 1 : i + 3]):
+            out.append(int(label[i + 1 : i + 3], 16))
+            i += 3
+        else:
+            out.append(ord(label[i]))
+            i += 1
+    return out.decode("utf-8", "replace")
+
+
 def _msg_size(head: bytes) -> int:
     endian = "<" if head[:1] == b"l" else ">"
     body_length = int.from_bytes(head[4:8], "little" if endian == "<" else "big")
@@ -258,4 +284,4 @@ def _msg_size(head: bytes) -> int:
     return header + body_length
 
 
-__all__ = ["Connection"]
+__all__ = ["UNIT_PATH", "Connection", "label_escape", "unit_of_object_path"]

@@ -20,6 +20,8 @@ from helpers import (
     tcp_attempt,
     wait_until,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 INVOCATION = {"INVOCATION_ID": "0123456789abcdef0123456789abcdef"}  # started by a manager
 
@@ -95,3 +97,25 @@ def test_a_lost_manager_connection_is_made_again(reaper: Reaper, workdir: Path) 
     assert holder.wait_exit() == 0, holder.stderr()
     second.close()
     bus.close()
+
+
+def test_unit_object_paths_are_systemds() -> None:
+    """The holder follows its socket units by object path: the form systemd
+    252 gives them (seen in the boots' signals: portreserve_2d631_2dtcp_2esocket)."""
+    from portreserve import manager, names
+
+    unit = names.socket_unit(631, "tcp")
+    path = f"{manager.UNIT_PATH}/{manager.label_escape(unit)}"
+    assert path == "/org/freedesktop/systemd1/unit/portreserve_2d631_2dtcp_2esocket"
+    assert manager.unit_of_object_path(path) == unit
+    assert manager.label_escape("portreserve@a b.target") == "portreserve_40a_20b_2etarget"
+
+
+@settings(max_examples=500)
+@given(st.text(min_size=1))
+def test_object_path_labels_round_trip(unit: str) -> None:
+    from portreserve import manager
+
+    label = manager.label_escape(unit)
+    assert label.isascii() and all(c.isalnum() or c == "_" for c in label)
+    assert manager.unit_of_object_path(f"{manager.UNIT_PATH}/{label}") == unit
