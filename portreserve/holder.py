@@ -24,6 +24,7 @@ waiting (docs/design.md, "Never block").
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import resource
 import selectors
@@ -711,6 +712,22 @@ def _open_reserve() -> int | None:
         return None
 
 
+def lock_control(path: str) -> int:
+    """An exclusive lock on PATH.lock, held for the standalone holder's life
+    (the fd, inherited across daemonize()): two holders started at once
+    would otherwise each remove the other's socket file, and the one holding
+    the ports could end unreachable.  The lock is let go of only after the
+    socket file is removed."""
+    os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
+    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise FileExistsError(errno.EEXIST, f"another holder is starting or running on {path}") from None
+    return fd
+
+
 def create_control_socket(path: str) -> socket.socket:
     """The standalone holder's control socket (under systemd: portreserve.socket)."""
     os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
@@ -845,6 +862,7 @@ def main(
     control = control_path or paths.control_socket(user)
     log.setup(debug=debug, journal=managed and not debug)
     holder = None
+    lock = None
     try:
         if managed:
             # Started by a service manager (not, say, by systemd-socket-activate):
@@ -854,6 +872,7 @@ def main(
                 manager = manager_socket or paths.manager_socket(user)
             holder = holder_from_systemd(fds, generator_dir or paths.generator_dir(user), manager)
         else:
+            lock = lock_control(control)
             holder = holder_standalone(standalone_config(user, config_dirs, services_file), control)
         for port in sorted(holder.held):
             log.debug(f"holding {port[0]}/{port[1]}")
@@ -881,5 +900,7 @@ def main(
                     os.unlink(control)
                 except OSError:
                     pass
+        if lock is not None:
+            os.close(lock)  # after the socket file is gone: the next holder binds a new one
         sd.flush()
     return 0

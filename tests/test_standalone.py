@@ -380,3 +380,26 @@ def test_port_taken_by_another_process_costs_no_other_reservation(
         assert_held(daemon, ["P1/tcp", "P2/udp"])
     finally:
         squatter.close()
+
+
+def test_two_holders_started_at_once_leave_one_reachable_holder(reaper: Reaper, workdir: Path, tmp_path: Path) -> None:
+    """Two `portreserve hold` at the same moment (a boot script and an admin):
+    one holds the ports and owns the control socket, the other refuses, and a
+    release reaches the one that holds the ports.  Each used to remove the
+    other's socket file and bind its own, so the holder of the ports could end
+    unreachable, and portrelease answered 'nothing running' with the ports
+    still held."""
+    config, services, ports = write_layout(tmp_path, {"alpha": ["{P1}/tcp"]})
+    for round_ in range(20):
+        sock = workdir / f"ctl{round_}"
+        reaper.marker(str(sock))
+        argv = [*PORTRESERVE, "hold", "--socket", str(sock), "--config-dir", str(config), "--services", str(services)]
+        starts = [subprocess.Popen(argv, env=child_env(), stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        outcomes = sorted(p.wait(timeout=30) for p in starts)
+        errors = [p.stderr.read() for p in starts if p.stderr is not None]
+        pids = pids_with_arg(str(sock))
+        assert len(pids) == 1, (round_, outcomes, pids, errors)
+        released = portrelease("--socket", str(sock), "-v", "alpha")
+        assert f"released {ports['P1']}/tcp" in released.stdout, (round_, released.stdout, released.stderr, errors)
+        assert wait_gone(pids[0], 10), round_
+        assert bind_errno("tcp", ports["P1"], socket.AF_INET6, "::") == 0, round_
