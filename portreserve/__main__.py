@@ -1,3 +1,5 @@
+"""`python3 -m portreserve`: the portreserve command (cli.main)."""
+
 import sys
 
 from .cli import main

@@ -1,8 +1,11 @@
-"""portreserve: the holder daemon, and the admin's view of the reservations.
+"""The `portreserve` command line: parses it and hands over to the command.
 
-The holder path imports as little as it can: under systemd the holder lives as
-long as there is something to hold, and every module it imports stays in its
-memory (logging, dataclasses, pathlib and typing together would double it).
+No command (or `hold`) runs the holder, holder.main; `status`, `reload`,
+`check` and `step-aside` run status.py, reload.py, check.py and stepaside.py.
+Each module is imported only when its command runs: under systemd the holder
+lives as long as there is something to hold, and every module it imports stays
+in its memory (logging, dataclasses, pathlib and typing together would double
+it).
 """
 
 from __future__ import annotations

@@ -1,9 +1,12 @@
-"""Zero-step opt-in: the generator gives NAME.service its portrelease.
+"""Zero-step opt-in: the generator gives NAME.service (and NAME.socket) its
+portrelease.
 
-For every reservation name whose unit exists (NAME.service or NAME.socket in
-the unit search path, or the units ``# portreserve: unit=`` lines in the
-reservation file name), the generator writes ``UNIT.d/portreserve.conf`` into
-its output directory::
+For every reservation name whose unit exists in the unit search path
+(NAME.service; NAME.socket only when its Listen*= lines bind one of the name's
+ports; or the units ``# portreserve: unit=`` lines in the reservation file
+name, taken as they are), the generator writes ``UNIT.d/portreserve.conf``
+into its output directory (``--user`` instead of ``--system`` for a user
+manager)::
 
     [Service]
     ExecStartPre=-+/usr/sbin/portrelease --system -- NAME
@@ -12,7 +15,10 @@ A socket unit gets the same line in ``[Socket]``: systemd binds a
 socket-activated service's ports itself, when the socket unit starts
 (sockets.target, after the reservation's sockets), and runs the socket's
 ExecStartPre= before it binds.  Without it, the reservation would make the
-consumer's socket fail at every boot.
+consumer's socket fail at every boot.  A NAME.socket that binds none of the
+name's ports (cups.socket listens on a path) gets nothing: released at
+sockets.target, the ports would be free for anyone long before NAME.service
+binds them.
 
 ``+``: as root even with User= (only root may release system reservations);
 ``-``: never fails the unit.  The drop-in adds no dependency at all: ordering
@@ -31,8 +37,10 @@ Turning it off, none of which the original portreserve reads differently:
   /dev/null there masks it.
 
 Which units exist, and what a socket unit binds, come from unitpath.py (the
-unit files as systemd reads them).  Generator path: imports os and stat only,
-reads each unit directory once.
+unit files as systemd reads them); this module plans and renders the drop-ins.
+`portreserve check` and `portreserve status` ask the same Planner which unit
+releases each name.  Generator path: imports os and stat only, reads each unit
+directory once.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""portreserve-generator: /etc/portreserve/* to .socket units (systemd.generator(7)).
+"""portreserve-generator (systemd.generator(7)): the reservation files to one
+.socket unit per port and protocol, one portreserve@NAME.target per name and
+its sockets.target.wants link, the map portreserve.map (names.format_map), and
+the consumers' drop-ins (dropins.py).
 
 Runs at every boot and every daemon-reload, before units load, in parallel with
 other generators: standard library only, no talking to other processes, never
@@ -141,7 +144,8 @@ def run(
 ) -> int:
     report(config, log)
     files, links = generate(config, scope)
-    # Zero-step opt-in: NAME.service gets a drop-in that releases NAME (dropins.py).
+    # Zero-step opt-in: NAME.service (and NAME.socket when it binds one of the
+    # name's ports) gets a drop-in that releases NAME (dropins.py).
     from . import dropins
 
     files.update(dropins.generate(config.reservations, scope, dirs, log))

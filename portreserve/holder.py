@@ -15,10 +15,14 @@ service manager over one D-Bus connection (manager.py):
   what still holds them.  The answer is about the ports: "nothing held by me"
   is never taken as "free".
 
-Standalone (no systemd) it binds the configured ports itself.  Either way it
-exits once it holds nothing and no request waits.  It never blocks: the
-manager connection, the notify socket and the journal are all written without
-waiting (docs/design.md, "Never block").
+Standalone (no systemd) it binds the configured ports itself, creates the
+control socket, and holds an exclusive lock on SOCKET.lock for its whole life
+(let go of only after the socket file is removed), so that two holders started
+at once cannot remove each other's socket.  Either way it exits once it holds
+nothing and no request waits.  main() is its whole life, from the options
+cli.py parsed to the exit status.  It never blocks: the manager connection,
+the notify socket and the journal are all written without waiting
+(docs/design.md, "Never block").
 """
 
 from __future__ import annotations

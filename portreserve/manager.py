@@ -12,6 +12,9 @@ PID 1 delays our answers but never stalls the holder (docs/design.md,
 After Manager.Subscribe(), PID 1 sends every unit's PropertiesChanged and
 JobRemoved signals to this connection.  The holder only cares about its own
 socket units: signals for other objects are dropped after parsing the header.
+
+It also owns the D-Bus object paths of units (label_escape,
+unit_of_object_path), as systemd escapes them.
 """
 
 from __future__ import annotations

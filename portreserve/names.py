@@ -1,4 +1,5 @@
-"""Unit and fd names: escaping and parsing.
+"""Unit and fd names, and the reservation map (portreserve.map): escaping,
+formatting and parsing.
 
 Imports nothing: portrelease runs in the start path of every consumer service,
 and each import costs it milliseconds.

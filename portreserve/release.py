@@ -1,14 +1,20 @@
 """portrelease: give a reserved port to the service that asks for it.
 
 It runs in ExecStartPre= of every consumer, so it is lean on purpose: under
-`python3 -IS` it imports only _socket, os, sys, time and this package's
-import-free modules (tests/test_imports.py holds it to that; argparse only
-to print help or a usage error).
+`python3 -IS` it imports only _socket, os, select, sys, time and this
+package's import-free modules (names, net, paths, protocol, spawn;
+tests/test_imports.py keeps out socket, subprocess, argparse, typing and the
+like; argparse only to print help or a usage error).
 
 Under systemd the work is the holder's: portrelease reads the generator's map
 to learn the name's ports; if a fresh socket can bind them all already, there
 is nothing to do; otherwise it sends one request per name to the holder,
 which stops the units and answers once the ports can be bound (protocol.py).
+With no control socket at all (no holder, no portreserve.socket) it stops the
+name's socket units itself (`systemctl stop --no-block`) and waits for the
+ports.  Standalone (--socket, or no map) it asks the holder the same way; a
+holder that never answers (the original C portreserve) is recognised after
+0.1 s, and the ports from the configuration are checked instead.
 """
 
 from __future__ import annotations

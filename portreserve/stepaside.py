@@ -3,12 +3,13 @@
 systemd refuses to start a socket unit while the service it activates runs
 ("Socket service portreserve.service already active, refusing"), and a
 running holder could not receive a new socket anyway.  Every grouping unit
-Wants= portreserve-step-aside.service and every reservation socket is ordered
-After= it, so this runs before new sockets start: it asks the service manager
-in what state the holder is, and if it is anything but dead it makes it exit
-(SIGTERM to its main process: it exits 0, so nothing propagates to units that
-Require= it, unlike a stop job), waits until the manager has seen it go, and
-queues its start again, which the manager runs after the new sockets.
+and every reservation socket Wants= portreserve-step-aside.service, and every
+reservation socket is ordered After= it, so this runs before new sockets
+start: it asks the service manager in what state the holder is, and if it is
+anything but dead it makes it exit (SIGTERM to its main process: it exits 0,
+so nothing propagates to units that Require= it, unlike a stop job), waits
+until the manager has seen it go, and queues its start again, which the
+manager runs after the new sockets.
 """
 
 from __future__ import annotations

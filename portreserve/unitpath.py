@@ -8,7 +8,8 @@ assignments of a unit file as config_parse() reads them, and the ports a
 socket unit binds (socket_address_parse()).  Each rule was measured against a
 booted systemd 252: the drop-in boot's s18 is the oracle (docs/design.md F17).
 
-Generator path: imports os and stat only, lists each unit directory once.
+Generator path: imports os and stat only (pwd only when $HOME is unset, for a
+user manager), lists each unit directory once.
 """
 
 from __future__ import annotations

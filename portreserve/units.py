@@ -1,4 +1,6 @@
-"""Unit names and unit file text.  Pure functions: str in, str out."""
+"""Unit file text: the generator's socket and grouping units.  Pure functions:
+str in, str out.  The unit names are names.py's (socket_unit and
+port_of_socket_unit here only put them in config's Port type)."""
 
 from __future__ import annotations
 
