@@ -52,9 +52,10 @@ def check(
 
 def unreleased(config: Config, dirs: Sequence[str], user: bool) -> list[ConfigError]:
     """A warning for every name with ports that no unit releases: neither a
-    NAME.service (or the unit its `# portreserve: unit=` line names) that gets
-    the generated drop-in, nor `# portreserve: release=manual` saying that a
-    unit does it by hand.  Its ports would stay reserved at every boot."""
+    NAME.service, a NAME.socket that binds one of its ports, nor the unit its
+    `# portreserve: unit=` line names gets the generated drop-in, and no
+    `# portreserve: release=manual` says that a unit does it by hand.  Its
+    ports would stay reserved at every boot."""
     from . import dropins, units
 
     planner = dropins.Planner(units.Scope(user=user), dirs)

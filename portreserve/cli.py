@@ -27,7 +27,8 @@ systemd it reads those files itself, binds every port, creates the control
 socket /run/portreserve/socket and goes to the background.  Either way it exits
 once it holds nothing.
 
-User mode (--user, the default for non-root users): reservations from
+User mode (--user, the default for a non-root user with $XDG_RUNTIME_DIR set):
+reservations from
 $XDG_CONFIG_HOME/portreserve/ over portreserve/ in each of $XDG_CONFIG_DIRS, the
 control socket in $XDG_RUNTIME_DIR/portreserve/, units of `systemctl --user`.
 """
@@ -47,11 +48,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     config.add_argument(
         "--generator-dir", help="under systemd: where the generator wrote its map (default: the manager's)"
     )
-    config.add_argument(
-        "--manager-socket", help="under systemd: the service manager's private D-Bus socket (default: the manager's)"
-    )
     holder = argparse.ArgumentParser(add_help=False)
     holder.add_argument("-d", "--debug", action="store_true", help="stay in the foreground, log debug output to stderr")
+    holder.add_argument(
+        "--manager-socket", help="under systemd: the service manager's private D-Bus socket (default: the manager's)"
+    )
 
     common = [scope, config, holder]
     parser = argparse.ArgumentParser(
