@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from portreserve import spawn
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_stdout_is_returned_when_asked_for() -> None:
@@ -40,12 +44,22 @@ def test_a_program_that_cannot_run() -> None:
 
 def test_large_output_on_both_pipes_does_not_deadlock() -> None:
     # Each more than a pipe's 64 KiB: read one pipe to its end before the
-    # other and the child blocks on the full one forever.
-    script = "head -c 300000 /dev/zero | tr '\\0' e >&2; head -c 300000 /dev/zero | tr '\\0' o"
-    with pytest.raises(spawn.CommandError) as e:
-        spawn.run(["sh", "-c", script + "; exit 3"], stdout=True, stderr=True)
-    assert len(e.value.detail) == 300000
-    assert len(spawn.run(["sh", "-c", script], stdout=True, stderr=True)) == 300000
+    # other and the child blocks on the full one forever (seen: that version
+    # hangs here).  In a child process, so that a hang fails the test at its
+    # timeout instead of stalling the suite.
+    code = f"""
+import sys
+sys.path.insert(0, {str(REPO)!r})
+from portreserve import spawn
+script = "head -c 300000 /dev/zero | tr '\\\\0' e >&2; head -c 300000 /dev/zero | tr '\\\\0' o"
+try:
+    spawn.run(["sh", "-c", script + "; exit 3"], stdout=True, stderr=True)
+except spawn.CommandError as e:
+    print(e.status, len(e.detail))
+print(len(spawn.run(["sh", "-c", script], stdout=True, stderr=True)))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stdout.split() == ["3", "300000", "300000"], result.stderr
 
 
 def test_systemctl_options_come_first(monkeypatch: pytest.MonkeyPatch) -> None:
