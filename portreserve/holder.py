@@ -336,10 +336,11 @@ class Holder:
 
     def _on_manager_signal(self, path: str, member: str, body: tuple[object, ...]) -> None:
         if member == "PropertiesChanged":
+            from .manager import UNIT_IFACE, unit_of_object_path  # loaded with the connection
+
             interface, changed = body[0], body[1]
-            if interface != "org.freedesktop.systemd1.Unit" or "ActiveState" not in changed:  # type: ignore[operator]
+            if interface != UNIT_IFACE or "ActiveState" not in changed:  # type: ignore[operator]
                 return
-            from .manager import unit_of_object_path  # loaded with the connection
 
             unit = unit_of_object_path(path)
             state = changed["ActiveState"][1]  # type: ignore[index]
