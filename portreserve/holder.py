@@ -880,7 +880,7 @@ def main(
             lock = lock_control(control)
             holder = holder_standalone(standalone_config(user, config_dirs, services_file), control)
         for port in sorted(holder.held):
-            log.debug(f"holding {port[0]}/{port[1]}")
+            log.debug(f"holding {net.port_text(port)}")
         if not managed and not debug:
             status = daemonize()
             if status is not None:

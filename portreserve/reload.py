@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import names, spawn
+from . import names, net, spawn
 from .status import EXIT_FAILED, EXIT_OK, generator_dir, show, socket_state, timestamp
 
 
@@ -62,17 +62,17 @@ def reload(args: argparse.Namespace) -> int:
     if released:
         print(f"released earlier, left released: {' '.join(released)}")
     for name in failed:
-        why = "; ".join(f"{s.port[0]}/{s.port[1]} {s.detail}" for s in states[name] if s.state == "failed")
+        why = "; ".join(f"{net.port_text(s.port)} {s.detail}" for s in states[name] if s.state == "failed")
         print(f"{name}: failed earlier, left alone: {why} (retry: systemctl restart {groups[name]})")
     for name in empty:
         print(f"{name}: nothing to reserve (no valid entries)")
     for name in sorted(new):
-        ports = " ".join(f"{n}/{p}" for n, p in loaded[name])
+        ports = " ".join(map(net.port_text, loaded[name]))
         problems = []
         for port in loaded[name]:
             state = socket_state(name, port, after)
             if state.state != "held":
-                problems.append(f"{port[0]}/{port[1]} {state.state}" + (f" ({state.detail})" if state.detail else ""))
+                problems.append(f"{net.port_text(port)} {state.state}" + (f" ({state.detail})" if state.detail else ""))
         if problems:
             result = EXIT_FAILED
             print(f"{name}: failed: {'; '.join(problems)}")
