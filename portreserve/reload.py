@@ -41,8 +41,8 @@ def reload(args: argparse.Namespace) -> int:
     empty = [n for n in sorted(loaded) if not loaded[n]]
     new = [n for n in loaded if loaded[n] and not any(map(ever_active, units[n]))]
     error = ""
+    sockets = [names.socket_unit(*p) for n in new for p in loaded[n]]
     if new:
-        sockets = [names.socket_unit(*p) for n in new for p in loaded[n]]
         # The groups with their sockets, in one call: systemctl waits for them
         # all.  Its own messages ("Job for ... failed") are kept for the case
         # where the units' states below do not say why.
@@ -50,7 +50,7 @@ def reload(args: argparse.Namespace) -> int:
             spawn.systemctl(args.user, "start", "--", *(groups[n] for n in new), *sockets, stderr=True)
         except spawn.CommandError as e:
             error = e.detail or str(e)
-    after = show(args.user, [*(groups[n] for n in new), *(names.socket_unit(*p) for n in new for p in loaded[n])])
+    after = show(args.user, [*(groups[n] for n in new), *sockets])
     result = EXIT_OK
     kept = [n for n in sorted(loaded) if n not in new and loaded[n]]
     states = {n: [socket_state(n, p, before) for p in loaded[n]] for n in kept}
