@@ -336,10 +336,11 @@ class Holder:
 
     def _on_manager_signal(self, path: str, member: str, body: tuple[object, ...]) -> None:
         if member == "PropertiesChanged":
+            from .manager import UNIT_IFACE, unit_of_object_path  # loaded with the connection
+
             interface, changed = body[0], body[1]
-            if interface != "org.freedesktop.systemd1.Unit" or "ActiveState" not in changed:  # type: ignore[operator]
+            if interface != UNIT_IFACE or "ActiveState" not in changed:  # type: ignore[operator]
                 return
-            from .manager import unit_of_object_path  # loaded with the connection
 
             unit = unit_of_object_path(path)
             state = changed["ActiveState"][1]  # type: ignore[index]
@@ -492,12 +493,15 @@ class Holder:
 
     # -- answering -----------------------------------------------------------
 
-    def watch_releasing(self, now: float) -> None:
+    def watch_releasing(self, now: float, busy: set[Port]) -> None:
         """Forget the ports we let go of once they can be bound (or after the
-        deadline); those that systemd still holds stay."""
+        deadline); those that systemd still holds stay, and so do those that
+        a probe of this round found bound (busy)."""
         for port, until in list(self.releasing.items()):
             if now >= until:
                 del self.releasing[port]
+                continue
+            if port in busy:
                 continue
             state = self.view.get(names.socket_unit(*port)) if self.view is not None else None
             if state in HOLDING_STATES:
@@ -513,26 +517,25 @@ class Holder:
         """Move every waiting request on; answer those that are done."""
         self.dirty = False
         now = time.monotonic()
-        if not self.requests:
-            # Nobody waits: look at the ports let go of now and then, not at
-            # the pace a waiting request needs.
-            if self.releasing:
-                self.watch_releasing(now)
-            self.next_check = now + WATCH_SECONDS if self.releasing else None
-            return
+        # Nobody waits: look at the ports let go of now and then, not at the
+        # pace a waiting request needs.
+        pace = RECHECK_SECONDS if self.requests else WATCH_SECONDS
         waiting = False
+        busy: set[Port] = set()  # probed in this round, not bindable: probed once
         for request in list(self.requests):
-            if self.evaluate(request, now):
+            if self.evaluate(request, now, busy):
                 self.requests.remove(request)
                 self.answer(request.address, protocol.Reply.outcomes(request.outcomes))
             else:
                 waiting = True
         if self.releasing:
-            self.watch_releasing(now)
-        self.next_check = now + RECHECK_SECONDS if (waiting or self.releasing) else None
+            self.watch_releasing(now, busy)
+        self.next_check = now + pace if (waiting or self.releasing) else None
 
-    def evaluate(self, request: Request, now: float) -> bool:
-        """True once every port of the request has an outcome."""
+    def evaluate(self, request: Request, now: float, busy: set[Port]) -> bool:
+        """True once every port of the request has an outcome.  busy: the
+        ports a probe of this round found bound (added to here), not probed
+        again in the same round."""
         managed = self.manager is not None
         if managed and not self.synced and now < request.deadline:
             return False
@@ -556,13 +559,15 @@ class Holder:
                 request.outcomes[port] = protocol.FREE
                 continue
             try:
-                free = self.bindable(port)
+                free = port not in busy and self.bindable(port)
             except OSError as e:
                 # No memory for the probe, or the like: try again at the next check.
                 log.debug(f"cannot check {net.port_text(port)}: {e}")
                 if now >= request.deadline:
                     request.outcomes[port] = protocol.BUSY
                 continue
+            if not free:
+                busy.add(port)
             if free:
                 request.outcomes[port] = protocol.FREE
                 self.releasing.pop(port, None)
@@ -879,7 +884,7 @@ def main(
             lock = lock_control(control)
             holder = holder_standalone(standalone_config(user, config_dirs, services_file), control)
         for port in sorted(holder.held):
-            log.debug(f"holding {port[0]}/{port[1]}")
+            log.debug(f"holding {net.port_text(port)}")
         if not managed and not debug:
             status = daemonize()
             if status is not None:

@@ -30,9 +30,6 @@ SYSTEMD = "org.freedesktop.systemd1"
 MANAGER_PATH = "/org/freedesktop/systemd1"
 MANAGER_IFACE = "org.freedesktop.systemd1.Manager"
 UNIT_IFACE = "org.freedesktop.systemd1.Unit"
-PROPERTIES_IFACE = "org.freedesktop.DBus.Properties"
-
-_MANAGER = DBusAddress(MANAGER_PATH, bus_name=SYSTEMD, interface=MANAGER_IFACE)
 
 Reply = Callable[[bool, tuple[object, ...]], None]
 
@@ -68,7 +65,6 @@ class Connection:
         self.pending: dict[int, Reply] = {}
         self.serial = 0
         self.ready = False
-        self.closed = False
 
     # -- connecting ----------------------------------------------------------
 
@@ -87,7 +83,6 @@ class Connection:
         self.parser = Parser()
         self.outgoing.clear()
         self.ready = False
-        self.closed = False
         self.auth = Authenticator()
         self._flush_auth()
         return True
@@ -213,7 +208,6 @@ class Connection:
         if self.sock is not None:
             self.sock.close()
             self.sock = None
-        self.closed = True
         self.ready = False
         self.outgoing.clear()
         self.pending.clear()
@@ -287,4 +281,4 @@ def _msg_size(head: bytes) -> int:
     return header + body_length
 
 
-__all__ = ["UNIT_PATH", "Connection", "label_escape", "unit_of_object_path"]
+__all__ = ["UNIT_IFACE", "UNIT_PATH", "Connection", "label_escape", "unit_of_object_path"]

@@ -27,7 +27,7 @@ import _socket as socket
 import os
 import struct
 
-from . import names
+from . import names, net
 from .names import Port
 
 ALL = "*"
@@ -85,12 +85,9 @@ class Reply:
         if self.status == "ERR":
             return f"ERR {self.error}\n".encode("utf-8", "surrogateescape")
         lines = [self.status]
-        free = []
-        for (number, proto), outcome in sorted(self.ports.items()):
-            if outcome == FREE:
-                free.append(f"{number}/{proto} {outcome}")
-            else:
-                lines.append(f"{number}/{proto} {outcome}")
+        free: list[str] = []
+        for port, outcome in sorted(self.ports.items()):
+            (free if outcome == FREE else lines).append(f"{net.port_text(port)} {outcome}")
         lines += free[:MAX_FREE_LINES]
         more = self.more + max(0, len(free) - MAX_FREE_LINES)
         if more:

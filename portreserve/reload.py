@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import names, spawn
+from . import names, net, spawn
 from .status import EXIT_FAILED, EXIT_OK, generator_dir, show, socket_state, timestamp
 
 
@@ -41,8 +41,8 @@ def reload(args: argparse.Namespace) -> int:
     empty = [n for n in sorted(loaded) if not loaded[n]]
     new = [n for n in loaded if loaded[n] and not any(map(ever_active, units[n]))]
     error = ""
+    sockets = [names.socket_unit(*p) for n in new for p in loaded[n]]
     if new:
-        sockets = [names.socket_unit(*p) for n in new for p in loaded[n]]
         # The groups with their sockets, in one call: systemctl waits for them
         # all.  Its own messages ("Job for ... failed") are kept for the case
         # where the units' states below do not say why.
@@ -50,7 +50,7 @@ def reload(args: argparse.Namespace) -> int:
             spawn.systemctl(args.user, "start", "--", *(groups[n] for n in new), *sockets, stderr=True)
         except spawn.CommandError as e:
             error = e.detail or str(e)
-    after = show(args.user, [*(groups[n] for n in new), *(names.socket_unit(*p) for n in new for p in loaded[n])])
+    after = show(args.user, [*(groups[n] for n in new), *sockets])
     result = EXIT_OK
     kept = [n for n in sorted(loaded) if n not in new and loaded[n]]
     states = {n: [socket_state(n, p, before) for p in loaded[n]] for n in kept}
@@ -62,17 +62,17 @@ def reload(args: argparse.Namespace) -> int:
     if released:
         print(f"released earlier, left released: {' '.join(released)}")
     for name in failed:
-        why = "; ".join(f"{s.port[0]}/{s.port[1]} {s.detail}" for s in states[name] if s.state == "failed")
+        why = "; ".join(f"{net.port_text(s.port)} {s.detail}" for s in states[name] if s.state == "failed")
         print(f"{name}: failed earlier, left alone: {why} (retry: systemctl restart {groups[name]})")
     for name in empty:
         print(f"{name}: nothing to reserve (no valid entries)")
     for name in sorted(new):
-        ports = " ".join(f"{n}/{p}" for n, p in loaded[name])
+        ports = " ".join(map(net.port_text, loaded[name]))
         problems = []
         for port in loaded[name]:
             state = socket_state(name, port, after)
             if state.state != "held":
-                problems.append(f"{port[0]}/{port[1]} {state.state}" + (f" ({state.detail})" if state.detail else ""))
+                problems.append(f"{net.port_text(port)} {state.state}" + (f" ({state.detail})" if state.detail else ""))
         if problems:
             result = EXIT_FAILED
             print(f"{name}: failed: {'; '.join(problems)}")

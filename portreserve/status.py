@@ -292,7 +292,7 @@ def format_time(seconds: float | None) -> str:
 def render_text(report: Report) -> str:
     lines = [f"Scope: {report.scope} ({report.mode})"]
     rows = [
-        (p.name, f"{p.port[0]}/{p.port[1]}", p.state, format_time(p.since), ": ".join(filter(None, [p.unit, p.detail])))
+        (p.name, net.port_text(p.port), p.state, format_time(p.since), ": ".join(filter(None, [p.unit, p.detail])))
         for p in report.ports
     ]
     rows += [(n, "-", "-", "-", "no valid entries") for n in report.empty]

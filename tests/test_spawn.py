@@ -62,19 +62,17 @@ print(len(spawn.run(["sh", "-c", script], stdout=True, stderr=True)))
     assert result.stdout.split() == ["3", "300000", "300000"], result.stderr
 
 
-def test_systemctl_options_come_first(monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: list[list[str]] = []
-
-    def run(argv: list[str], stdout: bool, stderr: bool) -> str:
-        seen.append(argv)
-        return ""
-
-    monkeypatch.setattr(spawn, "run", run)
+def test_systemctl_options_come_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = tmp_path / "systemctl"
+    fake.write_text('#!/bin/sh\nprintf "%s\\n" "$@" >> "$0.argv"; echo >> "$0.argv"\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
     spawn.systemctl(True, "stop", "--", "a.socket")
     spawn.systemctl(False, "daemon-reload")
+    seen = [block.split("\n") for block in (tmp_path / "systemctl.argv").read_text().split("\n\n") if block]
     assert seen == [
-        ["systemctl", "--user", "--no-ask-password", "stop", "--", "a.socket"],
-        ["systemctl", "--no-ask-password", "daemon-reload"],
+        ["--user", "--no-ask-password", "stop", "--", "a.socket"],
+        ["--no-ask-password", "daemon-reload"],
     ]
 
 
