@@ -259,15 +259,12 @@ def standalone_report(args: argparse.Namespace, scope: str) -> Report:
         held = protocol.request(args.socket or paths.control_socket(args.user), protocol.STATUS, 2.0).ports
     except (OSError, TimeoutError):
         held = {}
-    held_by = {(p, names.unescape(n)) for p, owners in held.items() for n in owners}
     ports: list[PortState] = []
     for reservation in config.reservations:
         for p in reservation.ports:
             port = (p.number, str(p.proto))
-            if (port, reservation.name) in held_by:
+            if port in held:  # the holder answers per port (protocol.HELD): a port is held for every name of it
                 ports.append(PortState(reservation.name, port, "held"))
-            elif port in held:
-                ports.append(PortState(reservation.name, port, "held", detail="by another name's reservation"))
             else:
                 state = PortState(reservation.name, port, "released")
                 in_use = port_in_use(port)

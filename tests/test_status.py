@@ -117,6 +117,7 @@ def test_json_has_one_object_per_port_with_separate_fields(
     fields = {"name", "port", "proto", "state", "unit", "since", "detail", "taken_by"}
     assert all(set(p) == fields for p in document["ports"])
     assert (by_name["alpha"]["port"], by_name["alpha"]["proto"], by_name["alpha"]["state"]) == (a, "tcp", "held")
+    assert by_name["alpha"]["detail"] == ""  # was "by another name's reservation", from an old reading of .status
     assert (by_name["beta"]["port"], by_name["beta"]["proto"], by_name["beta"]["state"]) == (b, "udp", "released")
     holder = by_name["beta"]["taken_by"]
     assert [h["pid"] for h in holder] == [os.getpid()]
