@@ -65,8 +65,6 @@ WATCH_SECONDS = 0.05
 # How long a port found free answers "free" to other requests without being
 # probed again.
 FREED_GRACE = 2.0
-# Unit states in which systemd still holds the socket.
-HOLDING_STATES = ("active", "activating", "deactivating", "reloading")
 # Restarts of a stop job that did not take (replaced, or lost in a reload).
 MAX_STOP_TRIES = 5
 
@@ -296,7 +294,7 @@ class Holder:
                 self.view[unit] = active
         self.synced = True
         for port in list(self.held):
-            if self.view.get(names.socket_unit(*port)) not in HOLDING_STATES:
+            if self.view.get(names.socket_unit(*port)) not in names.HOLDING_STATES:
                 # Stopped before we could see it (or never a unit of ours).
                 self.drop(port)
         self.drop_orphans()
@@ -504,7 +502,7 @@ class Holder:
             if port in busy:
                 continue
             state = self.view.get(names.socket_unit(*port)) if self.view is not None else None
-            if state in HOLDING_STATES:
+            if state in names.HOLDING_STATES:
                 continue
             try:
                 free = net.bindable(port, self.ipv6)
@@ -543,7 +541,7 @@ class Holder:
         for port in list(request.pending):
             unit = names.socket_unit(*port)
             state = self.view.get(unit) if (managed and self.view is not None) else None
-            if state in HOLDING_STATES:
+            if state in names.HOLDING_STATES:
                 self.releasing[port] = now + REQUEST_DEADLINE
                 if not grouped:
                     self.stop(unit)

@@ -20,6 +20,8 @@ GROUP_SUFFIX = ".target"
 SOCKET_PREFIX = "portreserve-"
 SOCKET_SUFFIX = ".socket"
 PROTOCOLS = ("tcp", "udp")
+# ActiveState values of a socket unit whose socket systemd still holds open.
+HOLDING_STATES = ("active", "activating", "deactivating", "reloading")
 # A port as every module passes it around: (number, "tcp"|"udp").  config.Port
 # is a tuple subclass of the same shape, so the two compare and hash alike.
 Port = tuple[int, str]

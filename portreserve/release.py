@@ -37,7 +37,6 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-ACTIVE_STATES = ("active", "activating", "reloading", "deactivating")
 # Against a holder that never answers (the original C portreserve): after
 # this long without an answer, look at the ports instead.
 OLD_HOLDER_GRACE = 0.1
@@ -376,7 +375,7 @@ class Release:
         except spawn.CommandError as e:
             self.fail(str(e))
             return self.status
-        active = [u for u in units if shown.get(u, {}).get("ActiveState") in ACTIVE_STATES]
+        active = [u for u in units if shown.get(u, {}).get("ActiveState") in names.HOLDING_STATES]
         if active:
             try:
                 # --no-block: a job PID 1 is slow to run must not outlast
