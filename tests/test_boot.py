@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import textwrap
 from pathlib import Path
 
@@ -24,8 +23,6 @@ from boot import BootResult, boot
 from scenarios import GUEST, Driver, assert_scenario, guest_tools
 
 pytestmark = pytest.mark.boot
-
-REPO = Path(__file__).resolve().parent.parent
 
 REALISTIC = Driver(GUEST / "realistic.sh")
 BAD_CONFIG = Driver(GUEST / "bad_config.sh")
@@ -101,13 +98,6 @@ def consumer(description: str, release: str, ports: str, in_unit: str = "", in_s
         f"ExecStart=/usr/local/bin/portcheck serve {ports}",
     ]
     return "\n".join(lines) + "\n"
-
-
-@pytest.fixture(scope="session")
-def destdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    dest = tmp_path_factory.mktemp("destdir")
-    subprocess.run(["make", "-s", "install", f"DESTDIR={dest}", "PREFIX=/usr"], cwd=REPO, check=True)
-    return dest
 
 
 # -- boot 1: realistic configuration, rivals, consumers, releases ------------
