@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from boot import BootResult, boot
-from scenarios import GUEST, Driver, assert_scenario, guest_tools
+from scenarios import GUEST, Driver, assert_scenario, guest_tools, rpcbind_rival
 
 pytestmark = pytest.mark.boot
 
@@ -59,24 +59,6 @@ NUMBERED = numbered_in_order()
 
 def unit(text: str) -> str:
     return textwrap.dedent(text).lstrip()
-
-
-def rpcbind_rival(ports: str, result: str) -> str:
-    """A unit shaped like Debian's rpcbind.service (DefaultDependencies=no,
-    only After=systemd-tmpfiles-setup.service) that tries to bind every port
-    and writes what it got to `result`."""
-    return unit(
-        f"""
-        [Unit]
-        Description=rival shaped like rpcbind
-        DefaultDependencies=no
-        After=systemd-tmpfiles-setup.service
-        [Service]
-        Type=oneshot
-        RemainAfterExit=yes
-        ExecStart=/bin/sh -c '/usr/local/bin/portcheck rival {ports} > {result}'
-        """
-    )
 
 
 def consumer(description: str, release: str, ports: str, in_unit: str = "", in_service: str = "") -> str:

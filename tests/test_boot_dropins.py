@@ -26,8 +26,7 @@ from pathlib import Path
 
 import pytest
 from boot import BootResult, boot
-from scenarios import GUEST, Driver, assert_scenario, guest_tools
-from test_boot import rpcbind_rival
+from scenarios import GUEST, Driver, assert_scenario, guest_tools, rpcbind_rival
 
 from portreserve.dropins import exec_quote
 
