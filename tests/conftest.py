@@ -1,3 +1,4 @@
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,7 @@ settings.load_profile("portreserve")
 # Make tests/ importable (`from boot import boot`) in every pytest import mode.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from helpers import Reaper, short_dir  # noqa: E402
+from helpers import ROOT, Reaper, short_dir  # noqa: E402
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -34,3 +35,12 @@ def workdir() -> Iterator[Path]:
     """A short directory (unix socket paths are limited to 108 bytes)."""
     with short_dir() as path:
         yield path
+
+
+@pytest.fixture(scope="session")
+def destdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One `make install DESTDIR=... PREFIX=/usr` for every boot of the run
+    (each boot copies it over its guest's root and never changes it)."""
+    dest = tmp_path_factory.mktemp("destdir")
+    subprocess.run(["make", "-s", "install", f"DESTDIR={dest}", "PREFIX=/usr"], cwd=ROOT, check=True)
+    return dest

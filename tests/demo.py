@@ -19,29 +19,19 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from boot import BootError, boot  # noqa: E402
+from scenarios import GUEST, guest_tools, rpcbind_rival  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
 FILES: dict[str, str | bytes | tuple[str | bytes, int]] = {
-    "/usr/local/bin/portcheck": ((REPO / "tests" / "guest" / "portcheck").read_text(), 0o755),
+    **guest_tools(),  # portcheck
     "/usr/lib/portreserve/cups": "ipp\n",
     "/etc/portreserve/slapd": "ldaps\n",
     "/etc/portreserve/dovecot": "imaps\npop3s\n",
     "/etc/portreserve/nis": "600-603/udp\n",
     "/etc/portreserve/spamd": "spamd\n",
     # an early RPC service that would grab reserved ports, like rpcbind does
-    "/etc/systemd/system/rpcbind.service": textwrap.dedent(
-        """\
-        [Unit]
-        Description=rpcbind stand-in grabbing ports early
-        DefaultDependencies=no
-        After=systemd-tmpfiles-setup.service
-        [Service]
-        Type=oneshot
-        RemainAfterExit=yes
-        ExecStart=/bin/sh -c '/usr/local/bin/portcheck rival 631/tcp 636/tcp 636/udp 993/tcp 600/udp > /run/rival.txt'
-        """
-    ),
+    "/etc/systemd/system/rpcbind.service": rpcbind_rival("631/tcp 636/tcp 636/udp 993/tcp 600/udp", "/run/rival.txt"),
     # a daemon that binds 783/tcp before the reservation's socket starts
     "/etc/systemd/system/early-daemon.service": textwrap.dedent(
         """\
@@ -74,7 +64,7 @@ LINKS = {
 
 # What the guest shows: every command printed exactly as it can be typed (or
 # pasted) into a root shell, then run with its output indented below it.
-DRIVER = (REPO / "tests" / "guest" / "demo.sh").read_text()
+DRIVER = (GUEST / "demo.sh").read_text()
 
 
 def main() -> int:

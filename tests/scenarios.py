@@ -16,6 +16,7 @@ Python side.
 from __future__ import annotations
 
 import re
+import textwrap
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -31,6 +32,24 @@ _FUNCTION = re.compile(r"^scenario_(\w+)\(\) \{\n(.*?)^\}$", re.MULTILINE | re.D
 _RUN_LIST = re.compile(r"^SCENARIOS=\(\n(.*?)\n\)", re.MULTILINE | re.DOTALL)
 _CHECK = re.compile(r"^\s*(?:check|repeat\s+\d+)\s+(\S+)", re.MULTILINE)
 _NUMBER = re.compile(r"^s(\d+)_")
+
+
+def rpcbind_rival(ports: str, result: str) -> str:
+    """A unit shaped like Debian's rpcbind.service (DefaultDependencies=no,
+    only After=systemd-tmpfiles-setup.service) that tries to bind every port
+    and writes what it got to `result`."""
+    return textwrap.dedent(
+        f"""\
+        [Unit]
+        Description=rival shaped like rpcbind
+        DefaultDependencies=no
+        After=systemd-tmpfiles-setup.service
+        [Service]
+        Type=oneshot
+        RemainAfterExit=yes
+        ExecStart=/bin/sh -c '{PORTCHECK_IN_GUEST} rival {ports} > {result}'
+        """
+    )
 
 
 def guest_tools() -> dict[str, str | bytes | tuple[str | bytes, int]]:

@@ -15,17 +15,14 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import textwrap
 from pathlib import Path
 
 import pytest
 from boot import BootResult, boot
-from scenarios import GUEST, Driver, assert_scenario, guest_tools
+from scenarios import GUEST, Driver, assert_scenario, guest_tools, rpcbind_rival
 
 pytestmark = pytest.mark.boot
-
-REPO = Path(__file__).resolve().parent.parent
 
 REALISTIC = Driver(GUEST / "realistic.sh")
 BAD_CONFIG = Driver(GUEST / "bad_config.sh")
@@ -64,24 +61,6 @@ def unit(text: str) -> str:
     return textwrap.dedent(text).lstrip()
 
 
-def rpcbind_rival(ports: str, result: str) -> str:
-    """A unit shaped like Debian's rpcbind.service (DefaultDependencies=no,
-    only After=systemd-tmpfiles-setup.service) that tries to bind every port
-    and writes what it got to `result`."""
-    return unit(
-        f"""
-        [Unit]
-        Description=rival shaped like rpcbind
-        DefaultDependencies=no
-        After=systemd-tmpfiles-setup.service
-        [Service]
-        Type=oneshot
-        RemainAfterExit=yes
-        ExecStart=/bin/sh -c '/usr/local/bin/portcheck rival {ports} > {result}'
-        """
-    )
-
-
 def consumer(description: str, release: str, ports: str, in_unit: str = "", in_service: str = "") -> str:
     """A service that releases its name with ExecStartPre=portrelease (release
     may carry an Exec prefix: "-cups", "+cups") and then binds ports, READY=1
@@ -101,13 +80,6 @@ def consumer(description: str, release: str, ports: str, in_unit: str = "", in_s
         f"ExecStart=/usr/local/bin/portcheck serve {ports}",
     ]
     return "\n".join(lines) + "\n"
-
-
-@pytest.fixture(scope="session")
-def destdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    dest = tmp_path_factory.mktemp("destdir")
-    subprocess.run(["make", "-s", "install", f"DESTDIR={dest}", "PREFIX=/usr"], cwd=REPO, check=True)
-    return dest
 
 
 # -- boot 1: realistic configuration, rivals, consumers, releases ------------

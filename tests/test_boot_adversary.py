@@ -10,7 +10,6 @@ reservations come with a `portreserve reload` late in the run.
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,6 @@ from scenarios import GUEST, Driver, assert_scenario, guest_tools
 
 pytestmark = pytest.mark.boot
 
-REPO = Path(__file__).resolve().parent.parent
 ADVERSARY = Driver(GUEST / "adversary.sh")
 # (a tab or any control character is refused by the generator: tests/test_hostile_inputs.py)
 HOSTILE_NAMES = [" lead", "sp ace", "trail ", "café", "日本語", '50% "q" $x', "back\\slash"]
@@ -65,13 +63,6 @@ def config() -> tuple[dict[str, str | bytes | tuple[str | bytes, int]], dict[str
     for i, name in enumerate(HOSTILE_NAMES, start=1):
         files[f"/etc/portreserve/{name}"] = f"{26000 + i}/tcp\n"
     return files, symlinks
-
-
-@pytest.fixture(scope="module")
-def destdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    dest = tmp_path_factory.mktemp("destdir")
-    subprocess.run(["make", "-s", "install", f"DESTDIR={dest}", "PREFIX=/usr"], cwd=REPO, check=True)
-    return dest
 
 
 @pytest.fixture(scope="module")

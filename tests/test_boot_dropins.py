@@ -26,13 +26,11 @@ from pathlib import Path
 
 import pytest
 from boot import BootResult, boot
-from scenarios import GUEST, Driver, assert_scenario, guest_tools
-from test_boot import destdir, rpcbind_rival
+from scenarios import GUEST, Driver, assert_scenario, guest_tools, rpcbind_rival
 
 from portreserve.dropins import exec_quote
 
 pytestmark = pytest.mark.boot
-__all__ = ["destdir"]  # the session fixture of tests/test_boot.py: one make install for both
 
 DROPINS = Driver(GUEST / "dropins.sh")
 # The driver's first scenario is the control: portrelease by hand frees a

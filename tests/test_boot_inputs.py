@@ -13,7 +13,6 @@ issue 9 at the limits.
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -21,8 +20,6 @@ from boot import BootResult, boot
 from scenarios import GUEST, Driver, assert_scenario, guest_tools
 
 pytestmark = pytest.mark.boot
-
-REPO = Path(__file__).resolve().parent.parent
 
 LONGEST = "L" * 236  # portreserve@ + 236 + .target = 255 characters
 TOO_LONG = "T" * 255  # the longest file name: no unit name can hold it
@@ -48,10 +45,8 @@ DRIVER = (
 
 
 @pytest.fixture(scope="module")
-def booted(tmp_path_factory: pytest.TempPathFactory) -> BootResult:
-    dest = tmp_path_factory.mktemp("destdir")
-    subprocess.run(["make", "-s", "install", f"DESTDIR={dest}", "PREFIX=/usr"], cwd=REPO, check=True)
-    return boot(tmp_path_factory.mktemp("inputs"), files=FILES, install=dest, driver=DRIVER, timeout=300)
+def booted(destdir: Path, tmp_path_factory: pytest.TempPathFactory) -> BootResult:
+    return boot(tmp_path_factory.mktemp("inputs"), files=FILES, install=destdir, driver=DRIVER, timeout=300)
 
 
 @pytest.mark.parametrize("scenario", INPUTS.scenarios)

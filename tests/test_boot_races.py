@@ -11,7 +11,6 @@ enough that the round-1 holder failed it reliably.
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,6 @@ from scenarios import GUEST, Driver, assert_scenario, guest_tools
 
 pytestmark = pytest.mark.boot
 
-REPO = Path(__file__).resolve().parent.parent
 RACES = Driver(GUEST / "races.sh")
 
 
@@ -38,13 +36,6 @@ def config() -> dict[str, str | bytes | tuple[str | bytes, int]]:
         protos = ["tcp", "udp"] if i <= 10 or i == 40 else ["tcp"]
         files[f"/etc/portreserve/n{i:02d}"] = "".join(f"{21000 + i}/{p}\n" for p in protos)
     return files
-
-
-@pytest.fixture(scope="module")
-def destdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    dest = tmp_path_factory.mktemp("destdir")
-    subprocess.run(["make", "-s", "install", f"DESTDIR={dest}", "PREFIX=/usr"], cwd=REPO, check=True)
-    return dest
 
 
 @pytest.fixture(scope="module")
