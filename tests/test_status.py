@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -180,15 +179,12 @@ STATUS_LINKS = {"/etc/systemd/system/sysinit.target.wants/squatter.service": "/e
 
 
 @pytest.fixture(scope="module")
-def status_boot(tmp_path_factory: pytest.TempPathFactory) -> BootResult:
-    dest = tmp_path_factory.mktemp("destdir")
-    subprocess.run(["make", "-s", "install", f"DESTDIR={dest}", "PREFIX=/usr"], cwd=Path(__file__).parent.parent,
-                   check=True)  # fmt: skip
+def status_boot(destdir: Path, tmp_path_factory: pytest.TempPathFactory) -> BootResult:
     return boot(
         tmp_path_factory.mktemp("status"),
         files=STATUS_FILES,
         symlinks=STATUS_LINKS,
-        install=dest,
+        install=destdir,
         driver=STATUS.text,
         timeout=120,
     )
