@@ -258,25 +258,6 @@ class Planner:
         return plan
 
 
-def releasing_unit(
-    name: str,
-    reservation_path: StrPath,
-    scope: Scope,
-    config_dirs: Iterable[StrPath] | None = None,
-    search_path: Sequence[str] | None = None,
-) -> tuple[str | None, str | None]:
-    """(unit, how) for `portreserve status` and `portreserve check`: the unit
-    that releases the name (several: separated by spaces), and AUTOMATIC (the
-    generator's drop-in), MANUAL (the admin said so) or None (nothing does).
-    For many names, use one Planner: it lists each unit directory once."""
-    if config_dirs is None:
-        from . import paths
-
-        config_dirs = paths.config_dirs(scope.user)
-    release = Planner(scope, config_dirs, search_path).release_of(name, reservation_path)
-    return (" ".join(release.units) or None), release.how
-
-
 # -- rendering ------------------------------------------------------------------------
 
 _PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:_.,+=@/-")

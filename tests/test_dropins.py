@@ -356,16 +356,6 @@ def test_host_wide_off_makes_every_name_manual(tree: Path) -> None:
     assert planner.plan([reservation(cfg, "cups")]) == {}
 
 
-def test_releasing_unit_for_status_and_check(tree: Path) -> None:
-    cfg = tree / "cfg"
-    cfg.mkdir()
-    (tree / "lib" / "slapd.service").write_text(UNIT)
-    source = reservation(cfg, "ldap", "# portreserve: unit=slapd.service\nldaps\n").source
-    assert dropins.releasing_unit("ldap", source, SYSTEM, [cfg], search(tree)) == ("slapd.service", AUTOMATIC)
-    other = reservation(cfg, "nobody").source
-    assert dropins.releasing_unit("nobody", other, SYSTEM, [cfg], search(tree)) == (None, None)
-
-
 # -- rendering ------------------------------------------------------------------------------
 
 
