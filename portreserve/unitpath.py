@@ -8,14 +8,16 @@ assignments of a unit file as config_parse() reads them, and the ports a
 socket unit binds (socket_address_parse()).  Each rule was measured against a
 booted systemd 252: the drop-in boot's s18 is the oracle (docs/design.md F17).
 
-Generator path: imports os and stat only (pwd only when $HOME is unset, for a
-user manager), lists each unit directory once.
+Generator path: imports os, stat and config only (pwd only when $HOME is
+unset, for a user manager), lists each unit directory once.
 """
 
 from __future__ import annotations
 
 import os
 import stat
+
+from .config import UNIT_NAME_MAX, read_regular_file
 
 # Not typing.TYPE_CHECKING, and no pathlib: the generator imports this module
 # at every boot (tests/test_generator_imports.py holds it to its allow-list).
@@ -25,7 +27,6 @@ if TYPE_CHECKING:
 
     StrPath = str | os.PathLike[str]
 
-UNIT_NAME_MAX = 255
 _UNIT_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:-_.\\")
 _GENERATOR_DIRS = ("/systemd/generator", "/systemd/generator.early", "/systemd/generator.late")
 
@@ -523,19 +524,10 @@ class UnitPath:
         return None
 
 
-def read_head(path: StrPath, limit: int = 1 << 20) -> bytes | None:
-    """A regular file's first `limit` bytes; None if it is anything else."""
+def read_head(path: StrPath) -> bytes | None:
+    """A regular file's first config.MAX_FILE_SIZE bytes (read as the reservation
+    files are: never opening a device or a FIFO); None if it is anything else."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+        return read_regular_file(path)[0]
     except OSError:
         return None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            return None
-        # One read for the file as it is now (plus one byte to see growth).
-        return os.read(fd, min(st.st_size + 1, limit))
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
