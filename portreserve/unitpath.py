@@ -369,6 +369,7 @@ class UnitPath:
         self._index: dict[str, list[str]] | None = None
         self._entries: dict[str, set[str]] = {}
         self._aliases: dict[str, dict[str, list[str]]] = {}  # by unit type
+        self._files: dict[str, tuple[str, str] | None] = {}
 
     def entries(self, directory: str) -> set[str]:
         found = self._entries.get(directory)
@@ -391,20 +392,20 @@ class UnitPath:
                         self._index.setdefault(entry, []).append(directory)
         return self._index
 
-    def _lookup(self, unit: str) -> str | None:
-        """'present', 'masked' or None, from the first directory that has a
-        usable file (systemd skips a dangling symlink)."""
-        found = self._file(unit)
-        return None if found is None else found[1]
-
     def _file(self, unit: str) -> tuple[str, str] | None:
-        """(path, 'present' or 'masked') of the file that defines the unit."""
-        for directory in self.index().get(unit, ()):
-            path = os.path.join(directory, unit)
-            masked = _masked(path)
-            if masked is not None:
-                return path, "masked" if masked else "present"
-        return None
+        """(path, 'present' or 'masked') of the file that defines the unit: the
+        first usable one (systemd skips a dangling symlink).  Looked up once
+        per unit: state(), listen_ports() and dropin_replaced() all ask."""
+        if unit not in self._files:
+            found = None
+            for directory in self.index().get(unit, ()):
+                path = os.path.join(directory, unit)
+                masked = _masked(path)
+                if masked is not None:
+                    found = path, "masked" if masked else "present"
+                    break
+            self._files[unit] = found
+        return self._files[unit]
 
     def aliases(self, unit: str) -> list[str]:
         """The other names of a unit: symlinks in the unit path, of its type,
@@ -499,10 +500,10 @@ class UnitPath:
     def state(self, unit: str) -> str | None:
         """'present', 'masked', or None when the unit does not exist.  An instance
         (foo@bar.service) exists when its own file or its template's does."""
-        found = self._lookup(unit)
+        found = self._file(unit)
         if found is None and (template := template_of(unit)):
-            found = self._lookup(template)
-        return found
+            found = self._file(template)
+        return None if found is None else found[1]
 
     def dropin_replaced(self, unit: str, dropin: str) -> str | None:
         """'masked' or 'replaced' when a portreserve.conf hides ours: one in a
