@@ -298,6 +298,8 @@ def exec_quote(arg: str) -> str:
 
 def comment_text(text: str) -> str:
     """Free text in a comment line: one line, no specifiers to worry about."""
+    if text.isprintable() and "\\" not in text:
+        return text  # the common case: every drop-in names its files and unit
     return "".join("\\\\" if c == "\\" else _escaped_char(c) for c in text)
 
 
