@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import os
 
-from .config import DIRECTIVE_MARK, ConfigError, Notes, Reservation, directive_lines
+from .config import DIRECTIVE_MARK, ConfigError, Notes, Reservation
 from .unitpath import (
     RELEASING_TYPES,
     UNIT_TYPES,
@@ -192,14 +192,12 @@ class Planner:
         self.auto, self.errors = read_settings(config_dirs)
 
     def release_of(
-        self, name: str, source: StrPath, notes: Notes | None = None, ports: Iterable[tuple[int, str]] = ()
+        self, name: str, source: StrPath, notes: Notes = (), ports: Iterable[tuple[int, str]] = ()
     ) -> Release:
-        """notes: the file's directive lines as config read them (None: read the
-        file); ports: the name's ports, for NAME.socket (it releases the name
-        only when it binds one of them itself)."""
+        """notes: the file's directive lines as config read them
+        (Reservation.notes); ports: the name's ports, for NAME.socket (it
+        releases the name only when it binds one of them itself)."""
         source = os.fspath(source)
-        if notes is None:
-            notes = directive_lines(read_head(source) or b"")
         directives, errors = parse_directives(source, notes)
         self.errors += errors
         if name == "*":  # portrelease '*' releases everything

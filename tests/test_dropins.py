@@ -308,7 +308,8 @@ def test_host_wide_setting_later_directory_wins(tmp_path: Path) -> None:
 def reservation(cfg: Path, name: str, text: str = "1234/tcp\n") -> Reservation:
     path = cfg / name
     path.write_text(text)
-    return Reservation(name, (Port(1234, Proto.TCP),), path)
+    # The directive lines as config keeps them from its one read of the file.
+    return Reservation(name, (Port(1234, Proto.TCP),), path, directive_lines(text.encode()))
 
 
 def test_release_of_every_case(tree: Path) -> None:
@@ -322,7 +323,8 @@ def test_release_of_every_case(tree: Path) -> None:
     planner = Planner(SYSTEM, [cfg], search(tree))
 
     def of(name: str, text: str = "1\n") -> tuple[tuple[str, ...], str | None]:
-        release = planner.release_of(name, reservation(cfg, name, text).source)
+        r = reservation(cfg, name, text)
+        release = planner.release_of(name, r.source, r.notes)
         return release.units, release.how
 
     assert of("cups") == (("cups.service",), AUTOMATIC)
