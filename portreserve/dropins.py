@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import os
 
-from .config import DIRECTIVE_MARK, ConfigError, Notes, Reservation, directive_lines
+from .config import DIRECTIVE_MARK, ConfigError, Notes, Reservation
 from .unitpath import (
     RELEASING_TYPES,
     UNIT_TYPES,
@@ -192,14 +192,12 @@ class Planner:
         self.auto, self.errors = read_settings(config_dirs)
 
     def release_of(
-        self, name: str, source: StrPath, notes: Notes | None = None, ports: Iterable[tuple[int, str]] = ()
+        self, name: str, source: StrPath, notes: Notes = (), ports: Iterable[tuple[int, str]] = ()
     ) -> Release:
-        """notes: the file's directive lines as config read them (None: read the
-        file); ports: the name's ports, for NAME.socket (it releases the name
-        only when it binds one of them itself)."""
+        """notes: the file's directive lines as config read them
+        (Reservation.notes); ports: the name's ports, for NAME.socket (it
+        releases the name only when it binds one of them itself)."""
         source = os.fspath(source)
-        if notes is None:
-            notes = directive_lines(read_head(source) or b"")
         directives, errors = parse_directives(source, notes)
         self.errors += errors
         if name == "*":  # portrelease '*' releases everything
@@ -258,25 +256,6 @@ class Planner:
         return plan
 
 
-def releasing_unit(
-    name: str,
-    reservation_path: StrPath,
-    scope: Scope,
-    config_dirs: Iterable[StrPath] | None = None,
-    search_path: Sequence[str] | None = None,
-) -> tuple[str | None, str | None]:
-    """(unit, how) for `portreserve status` and `portreserve check`: the unit
-    that releases the name (several: separated by spaces), and AUTOMATIC (the
-    generator's drop-in), MANUAL (the admin said so) or None (nothing does).
-    For many names, use one Planner: it lists each unit directory once."""
-    if config_dirs is None:
-        from . import paths
-
-        config_dirs = paths.config_dirs(scope.user)
-    release = Planner(scope, config_dirs, search_path).release_of(name, reservation_path)
-    return (" ".join(release.units) or None), release.how
-
-
 # -- rendering ------------------------------------------------------------------------
 
 _PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:_.,+=@/-")
@@ -317,6 +296,8 @@ def exec_quote(arg: str) -> str:
 
 def comment_text(text: str) -> str:
     """Free text in a comment line: one line, no specifiers to worry about."""
+    if text.isprintable() and "\\" not in text:
+        return text  # the common case: every drop-in names its files and unit
     return "".join("\\\\" if c == "\\" else _escaped_char(c) for c in text)
 
 

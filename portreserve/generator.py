@@ -21,7 +21,7 @@ TYPE_CHECKING = False  # no typing import at run time; mypy takes it as true
 if TYPE_CHECKING:
     from .config import Dirs
 
-LOG_ERR, LOG_WARNING, LOG_INFO = 3, 4, 6
+LOG_ERR, LOG_WARNING = 3, 4
 # Problems logged one by one; beyond that one line counts the rest (a file of
 # 100 000 bad lines must not flood the kernel log at every boot).
 MAX_LOGGED = 100
@@ -59,10 +59,6 @@ class Logger:
                 os.write(2, f"{units.GENERATOR}: {text}\n".encode("utf-8", "backslashreplace"))
         except Exception:
             pass
-
-
-def make_logger() -> Logger:
-    return Logger()
 
 
 def report(config: Config, log: Logger, limit: int = MAX_LOGGED) -> None:
@@ -222,7 +218,7 @@ def parse_args(argv: list[str]) -> Args:
 
 def main(argv: list[str] | None = None, sbindir: str | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    log = make_logger()
+    log = Logger()
     try:
         user = args.user if args.user is not None else os.environ.get("SYSTEMD_SCOPE") == "user"
         scope = units.Scope(user=user, sbindir=sbindir or args.sbindir)

@@ -8,14 +8,16 @@ assignments of a unit file as config_parse() reads them, and the ports a
 socket unit binds (socket_address_parse()).  Each rule was measured against a
 booted systemd 252: the drop-in boot's s18 is the oracle (docs/design.md F17).
 
-Generator path: imports os and stat only (pwd only when $HOME is unset, for a
-user manager), lists each unit directory once.
+Generator path: imports os, stat and config only (pwd only when $HOME is
+unset, for a user manager), lists each unit directory once.
 """
 
 from __future__ import annotations
 
 import os
 import stat
+
+from .config import UNIT_NAME_MAX, read_regular_file
 
 # Not typing.TYPE_CHECKING, and no pathlib: the generator imports this module
 # at every boot (tests/test_generator_imports.py holds it to its allow-list).
@@ -25,7 +27,6 @@ if TYPE_CHECKING:
 
     StrPath = str | os.PathLike[str]
 
-UNIT_NAME_MAX = 255
 _UNIT_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:-_.\\")
 _GENERATOR_DIRS = ("/systemd/generator", "/systemd/generator.early", "/systemd/generator.late")
 
@@ -368,6 +369,7 @@ class UnitPath:
         self._index: dict[str, list[str]] | None = None
         self._entries: dict[str, set[str]] = {}
         self._aliases: dict[str, dict[str, list[str]]] = {}  # by unit type
+        self._files: dict[str, tuple[str, str] | None] = {}
 
     def entries(self, directory: str) -> set[str]:
         found = self._entries.get(directory)
@@ -390,20 +392,20 @@ class UnitPath:
                         self._index.setdefault(entry, []).append(directory)
         return self._index
 
-    def _lookup(self, unit: str) -> str | None:
-        """'present', 'masked' or None, from the first directory that has a
-        usable file (systemd skips a dangling symlink)."""
-        found = self._file(unit)
-        return None if found is None else found[1]
-
     def _file(self, unit: str) -> tuple[str, str] | None:
-        """(path, 'present' or 'masked') of the file that defines the unit."""
-        for directory in self.index().get(unit, ()):
-            path = os.path.join(directory, unit)
-            masked = _masked(path)
-            if masked is not None:
-                return path, "masked" if masked else "present"
-        return None
+        """(path, 'present' or 'masked') of the file that defines the unit: the
+        first usable one (systemd skips a dangling symlink).  Looked up once
+        per unit: state(), listen_ports() and dropin_replaced() all ask."""
+        if unit not in self._files:
+            found = None
+            for directory in self.index().get(unit, ()):
+                path = os.path.join(directory, unit)
+                masked = _masked(path)
+                if masked is not None:
+                    found = path, "masked" if masked else "present"
+                    break
+            self._files[unit] = found
+        return self._files[unit]
 
     def aliases(self, unit: str) -> list[str]:
         """The other names of a unit: symlinks in the unit path, of its type,
@@ -498,10 +500,10 @@ class UnitPath:
     def state(self, unit: str) -> str | None:
         """'present', 'masked', or None when the unit does not exist.  An instance
         (foo@bar.service) exists when its own file or its template's does."""
-        found = self._lookup(unit)
+        found = self._file(unit)
         if found is None and (template := template_of(unit)):
-            found = self._lookup(template)
-        return found
+            found = self._file(template)
+        return None if found is None else found[1]
 
     def dropin_replaced(self, unit: str, dropin: str) -> str | None:
         """'masked' or 'replaced' when a portreserve.conf hides ours: one in a
@@ -523,19 +525,10 @@ class UnitPath:
         return None
 
 
-def read_head(path: StrPath, limit: int = 1 << 20) -> bytes | None:
-    """A regular file's first `limit` bytes; None if it is anything else."""
+def read_head(path: StrPath) -> bytes | None:
+    """A regular file's first config.MAX_FILE_SIZE bytes (read as the reservation
+    files are: never opening a device or a FIFO); None if it is anything else."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+        return read_regular_file(path)[0]
     except OSError:
         return None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            return None
-        # One read for the file as it is now (plus one byte to see growth).
-        return os.read(fd, min(st.st_size + 1, limit))
-    except OSError:
-        return None
-    finally:
-        os.close(fd)

@@ -1,6 +1,6 @@
 """Unit file text: the generator's socket and grouping units.  Pure functions:
-str in, str out.  The unit names are names.py's (socket_unit and
-port_of_socket_unit here only put them in config's Port type)."""
+str in, str out.  The unit names are names.py's (socket_unit here only takes
+config's Port type)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,6 @@ RPC_UNITS = (
     "remote-fs-pre.target",
 )
 
-FDNAME_MAX = 255
 # Names listed in a socket unit's Description= (a port may be shared by
 # thousands of files), and units per dependency line (lines stay short
 # whatever the number of ports or owners).
@@ -36,11 +35,6 @@ UNITS_PER_LINE = 64
 
 def socket_unit(port: Port) -> str:
     return names.socket_unit(port.number, port.proto)
-
-
-def port_of_socket_unit(unit: str) -> Port | None:
-    found = names.port_of_socket_unit(unit)
-    return Port(found[0], Proto(found[1])) if found else None
 
 
 def systemd_quote(text: str) -> str:

@@ -308,7 +308,8 @@ def test_host_wide_setting_later_directory_wins(tmp_path: Path) -> None:
 def reservation(cfg: Path, name: str, text: str = "1234/tcp\n") -> Reservation:
     path = cfg / name
     path.write_text(text)
-    return Reservation(name, (Port(1234, Proto.TCP),), path)
+    # The directive lines as config keeps them from its one read of the file.
+    return Reservation(name, (Port(1234, Proto.TCP),), path, directive_lines(text.encode()))
 
 
 def test_release_of_every_case(tree: Path) -> None:
@@ -322,7 +323,8 @@ def test_release_of_every_case(tree: Path) -> None:
     planner = Planner(SYSTEM, [cfg], search(tree))
 
     def of(name: str, text: str = "1\n") -> tuple[tuple[str, ...], str | None]:
-        release = planner.release_of(name, reservation(cfg, name, text).source)
+        r = reservation(cfg, name, text)
+        release = planner.release_of(name, r.source, r.notes)
         return release.units, release.how
 
     assert of("cups") == (("cups.service",), AUTOMATIC)
@@ -354,16 +356,6 @@ def test_host_wide_off_makes_every_name_manual(tree: Path) -> None:
     release = planner.release_of("cups", reservation(cfg, "cups").source)
     assert (release.units, release.how) == (("cups.service",), MANUAL)
     assert planner.plan([reservation(cfg, "cups")]) == {}
-
-
-def test_releasing_unit_for_status_and_check(tree: Path) -> None:
-    cfg = tree / "cfg"
-    cfg.mkdir()
-    (tree / "lib" / "slapd.service").write_text(UNIT)
-    source = reservation(cfg, "ldap", "# portreserve: unit=slapd.service\nldaps\n").source
-    assert dropins.releasing_unit("ldap", source, SYSTEM, [cfg], search(tree)) == ("slapd.service", AUTOMATIC)
-    other = reservation(cfg, "nobody").source
-    assert dropins.releasing_unit("nobody", other, SYSTEM, [cfg], search(tree)) == (None, None)
 
 
 # -- rendering ------------------------------------------------------------------------------

@@ -29,9 +29,9 @@ def test_unescape_round_trips(name: str) -> None:
 
 def test_socket_unit_names_round_trip() -> None:
     for port in (Port(631, Proto.TCP), Port(65535, Proto.UDP)):
-        assert units.port_of_socket_unit(units.socket_unit(port)) == port
-    assert units.port_of_socket_unit("portreserve.socket") is None
-    assert units.port_of_socket_unit("portreserve@cups.target") is None
+        assert names.port_of_socket_unit(units.socket_unit(port)) == port
+    assert names.port_of_socket_unit("portreserve.socket") is None
+    assert names.port_of_socket_unit("portreserve@cups.target") is None
 
 
 def test_percent_in_free_text_is_doubled() -> None:
