@@ -225,6 +225,11 @@ class Config:
         self.reservations: list[Reservation] = reservations if reservations is not None else []
         self.errors: list[ConfigError] = errors if errors is not None else []
 
+    def ports_by_name(self) -> dict[str, list[tuple[int, str]]]:
+        """{name: its ports as plain (number, "tcp"|"udp") tuples}, as the map
+        has them (names.Port): what the holder and portrelease work with."""
+        return {r.name: [(p.number, str(p.proto)) for p in r.ports] for r in self.reservations}
+
     def owners(self) -> dict[Port, list[Reservation]]:
         """Every reserved port with the reservations that list it, in port order."""
         result: dict[Port, list[Reservation]] = {}

@@ -78,9 +78,7 @@ def generate(config: Config, scope: units.Scope) -> tuple[dict[str, str], dict[s
     links: dict[str, str] = {}
     # Which name owns which ports, for the holder and portrelease; written
     # before the units, so that no socket is ever without its owners.
-    files[names.MAP_FILE] = names.format_map(
-        [(r.name, [(p.number, str(p.proto)) for p in r.ports]) for r in config.reservations]
-    )
+    files[names.MAP_FILE] = names.format_map(list(config.ports_by_name().items()))
     for reservation in config.reservations:
         group = names.group_unit(reservation.name)
         files[group] = units.render_group_unit(reservation, scope)

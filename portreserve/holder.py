@@ -807,7 +807,7 @@ def _map_reader(directory: str) -> Callable[[], dict[str, list[Port]] | None]:
 
 
 def holder_standalone(config: Config, control_path: str) -> Holder:
-    owners = {r.name: [(p.number, str(p.proto)) for p in r.ports] for r in config.reservations}
+    owners = config.ports_by_name()
     raise_fd_limit(sum(len(p) for p in owners.values()))
     holder = Holder(owners)
     holder.attach_control(create_control_socket(control_path))

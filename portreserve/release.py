@@ -463,7 +463,7 @@ class Release:
         from .config import gather
 
         config = gather(paths.config_dirs(self.user), user=self.user)
-        found = {r.name: [(p.number, str(p.proto)) for p in r.ports] for r in config.reservations}
+        found = config.ports_by_name()
         found[protocol.ALL] = sorted({p for ports in found.values() for p in ports})
         return found
 

@@ -173,7 +173,7 @@ def timestamp(value: str | None) -> float | None:
 def systemd_report(args: argparse.Namespace, scope: str) -> Report:
     loaded = names.read_map(generator_dir(args)) or {}
     config = load(args)
-    wanted: dict[str, list[Port]] = {r.name: [(p.number, str(p.proto)) for p in r.ports] for r in config.reservations}
+    wanted = config.ports_by_name()
     # What the generator would write now against what it wrote last.
     pending = sorted(n for n in wanted.keys() | loaded.keys() if wanted.get(n) != loaded.get(n))
 
