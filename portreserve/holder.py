@@ -85,13 +85,15 @@ class Held:
 class Request:
     """One release request, until it is answered."""
 
-    __slots__ = ("name", "address", "ports", "pending", "outcomes", "deadline", "units", "created")
+    __slots__ = ("name", "address", "who", "ports", "pending", "outcomes", "deadline", "units", "created")
 
-    def __init__(self, name: str, address: str | None, ports: set[Port], deadline: float) -> None:
+    def __init__(self, name: str, address: str | None, who: str, deadline: float) -> None:
         self.name = name
         self.address = address
-        self.ports = ports
-        self.pending = set(ports)  # the ports without an outcome yet
+        self.who = who  # the sender, for the log
+        # The name's ports, once the holder knows which they are (begin()).
+        self.ports: set[Port] | None = None
+        self.pending: set[Port] = set()  # the ports without an outcome yet
         self.created = time.monotonic()
         self.outcomes: dict[Port, str] = {}
         self.deadline = deadline
@@ -128,7 +130,13 @@ class Holder:
         # Which name owns which ports: the generator's map (systemd) or the
         # configuration (standalone).
         self.owners: dict[str, list[Port]] = owners or {}
+        # Under systemd: reads the generator's map (None: missing, or not
+        # changed since the last read).  Until it has been read once, the
+        # owners are unknown, not "nobody": PID 1 removes the map at every
+        # daemon-reload until the generator has written it again
+        # (docs/design.md F18), and a holder may start in that window.
         self.owners_source: Callable[[], dict[str, list[Port]] | None] | None = None
+        self.owners_known = True
         self.selector = selectors.DefaultSelector()
         self.wakeup: tuple[int, int] | None = None
         try:
@@ -306,7 +314,7 @@ class Holder:
         and nothing would ever release it; portrelease no longer knows the
         name.  Let go of them and stop their units."""
         self.refresh_owners()
-        if self.owners_source is None:
+        if self.owners_source is None or not self.owners_known:
             return
         owned = {p for ports in self.owners.values() for p in ports}
         for port in [p for p in self.held if p not in owned]:
@@ -453,21 +461,31 @@ class Holder:
             return self.answer(address, protocol.Reply.refused("malformed request"))
         if name == protocol.STATUS:
             return self.answer(address, protocol.Reply.held(sorted(self.held)))
+        request = Request(name, address, who, time.monotonic() + REQUEST_DEADLINE)
+        self.requests.append(request)
+        self.dirty = True
         self.refresh_owners()
-        if name == protocol.ALL:
-            ports = {p for ports in self.owners.values() for p in ports} | set(self.held)
+        if self.owners_known or name == protocol.ALL:  # '*': everything held, whoever owns it
+            self.begin(request)
         else:
-            ports = set(self.owners.get(name, ()))
-        request = Request(name, address, ports, time.monotonic() + REQUEST_DEADLINE)
-        log.debug(f"release {name!r} for {who}: {' '.join(map(net.port_text, sorted(ports))) or 'no ports'}")
-        self.begin(request)
+            # Answering now would say "nothing reserved" for a name whose
+            # ports we may hold: progress() begins it once the map is back.
+            log.debug(f"release {name!r} for {who} waits for the map of the reservations")
 
     def begin(self, request: Request) -> None:
-        """Close our copies at once, have the manager stop the units: the
-        name's grouping unit (or portreserve.target for '*'), whose stop
-        takes its sockets along (PartOf=); sockets still active after that
-        are stopped one by one."""
-        released = [p for p in request.ports if p in self.held]
+        """The request's ports, from the owners.  Close our copies at once,
+        have the manager stop the units: the name's grouping unit (or
+        portreserve.target for '*'), whose stop takes its sockets along
+        (PartOf=); sockets still active after that are stopped one by one."""
+        if request.name == protocol.ALL:
+            ports = {p for ports in self.owners.values() for p in ports} | set(self.held)
+        else:
+            ports = set(self.owners.get(request.name, ()))
+        request.ports = ports
+        request.pending = set(ports)
+        listed = " ".join(map(net.port_text, sorted(ports))) or "no ports"
+        log.debug(f"release {request.name!r} for {request.who}: {listed}")
+        released = [p for p in ports if p in self.held]
         for port in released:
             self.drop(port)
         if released:
@@ -478,15 +496,14 @@ class Holder:
         if self.manager is not None:
             request.units = (
                 ([names.ALL_UNIT] if request.name == protocol.ALL else [names.group_unit(request.name)])
-                if request.ports
+                if ports
                 else []
             )
-            for port in request.ports:
+            for port in ports:
                 self.stop_tries.pop(names.socket_unit(*port), None)
             for unit in request.units:
                 self.stop_tries.pop(unit, None)
                 self.stop(unit)
-        self.requests.append(request)
         self.dirty = True
 
     # -- answering -----------------------------------------------------------
@@ -520,7 +537,19 @@ class Holder:
         pace = RECHECK_SECONDS if self.requests else WATCH_SECONDS
         waiting = False
         busy: set[Port] = set()  # probed in this round, not bindable: probed once
+        if not self.owners_known:
+            self.refresh_owners()
         for request in list(self.requests):
+            if request.ports is None:
+                if self.owners_known:
+                    self.begin(request)
+                elif now >= request.deadline:
+                    self.requests.remove(request)
+                    self.answer(request.address, protocol.Reply.refused("the map of the reservations is missing"))
+                    continue
+                else:
+                    waiting = True
+                    continue
             if self.evaluate(request, now, busy):
                 self.requests.remove(request)
                 self.answer(request.address, protocol.Reply.outcomes(request.outcomes))
@@ -613,6 +642,7 @@ class Holder:
             found = self.owners_source()
             if found is not None:
                 self.owners = found
+                self.owners_known = True
 
     # -- main loop -----------------------------------------------------------
 
@@ -781,6 +811,7 @@ def holder_from_systemd(fds: dict[int, str], map_dir: str, manager_socket: str |
     raise_fd_limit(len(fds))
     holder = Holder()
     holder.owners_source = _map_reader(map_dir)
+    holder.owners_known = False
     holder.refresh_owners()
     holder.adopt(fds)
     if manager_socket is not None:

@@ -66,7 +66,10 @@ from helpers import (
     write_map,
 )
 
-from portreserve.names import CONTROL_FDNAME
+from portreserve.holder import Holder as HolderState
+from portreserve.holder import holder_from_systemd
+from portreserve.names import CONTROL_FDNAME, MAP_FILE
+from portreserve.protocol import Credentials
 
 # A connection to a held TCP port is reset when the holder gets to it; one
 # that nobody resets hangs, and is given up on after this long.  Only the
@@ -250,18 +253,87 @@ def test_holder_with_only_the_control_socket_is_ready_then_exits_0(reaper: Reape
         assert client.receive() == "OK\n", "a request queued at exit is answered"
 
 
-def test_holder_without_a_map_holds_and_releases_with_star(reaper: Reaper, workdir: Path) -> None:
-    """No map (the generator's output is gone): the sockets are still held,
-    no name is known, '*' still releases everything."""
+def test_without_a_map_a_name_waits_for_it_and_is_never_told_nothing(reaper: Reaper, workdir: Path) -> None:
+    """No map yet: PID 1 removes it at every daemon-reload until the generator
+    has written it again (docs/design.md F18), and a holder may start in that
+    window.  A name's request is then not answered "nothing reserved" (the
+    holder holds its ports): it waits, and is answered once the map is back.
+    (Before, it was answered "nothing" at once, and portrelease exited 0 with
+    the ports still held: CI, the reload storm of the adversary's boot.)"""
     [(port, socks)] = systemd_sockets(1, ("tcp", "udp"))
     ctl = control_socket(workdir / "ctl")
     holder = start_holder(reaper, workdir, [socks["tcp"], socks["udp"]], None, control=ctl)
     holder.wait_ready()
-    assert holder.ask("a").ports == {}
-    assert holder.held() == {f"{port}/tcp", f"{port}/udp"}
+    assert not (holder.generator_dir / MAP_FILE).exists()
+    with Client(holder.control_path) as waiting:
+        waiting.send(b"a")
+        # Requests are read in order: once .status is answered, "a" was read.
+        assert holder.ask(".status").head == "OK"
+        waiting.sock.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            waiting.sock.recv(1 << 16)
+        assert holder.held() == {f"{port}/tcp", f"{port}/udp"}
+
+        write_map(holder.generator_dir, {"a": [(port, "tcp"), (port, "udp")]})
+
+        answer = parse_reply(waiting.receive())
+    assert (answer.head, answer.ports) == ("OK", {f"{port}/tcp": "free", f"{port}/udp": "free"})
+    holder.assert_released([(port, "tcp"), (port, "udp")])
+    assert holder.wait_exit() == 0, holder.stderr()
+
+
+def test_without_a_map_star_releases_everything_at_once(reaper: Reaper, workdir: Path) -> None:
+    """'*' needs no owners: everything held goes, map or not."""
+    [(port, socks)] = systemd_sockets(1, ("tcp", "udp"))
+    ctl = control_socket(workdir / "ctl")
+    holder = start_holder(reaper, workdir, [socks["tcp"], socks["udp"]], None, control=ctl)
+    holder.wait_ready()
     assert holder.ask("*").ports == {f"{port}/tcp": "free", f"{port}/udp": "free"}
     holder.assert_released([(port, "tcp"), (port, "udp")])
     assert holder.wait_exit() == 0, holder.stderr()
+
+
+def _in_process_holder_without_a_map(workdir: Path) -> tuple[HolderState, socket.socket, Port]:
+    """A Holder object in this process, set up as holder_from_systemd() sets
+    it up when the map is missing, holding one TCP port."""
+    [(port, socks)] = systemd_sockets(1, ("tcp",))
+    holder = holder_from_systemd({}, str(workdir / "gen"), None)
+    holder.hold(socks["tcp"], (port, "tcp"))
+    control = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    control.bind(str(workdir / "ctl"))
+    holder.attach_control(control)
+    return holder, control, (port, "tcp")
+
+
+def test_a_name_that_waited_in_vain_for_the_map_is_refused_at_the_deadline(workdir: Path) -> None:
+    """The map never comes back (say, the generator was removed): the request
+    ends with a reason, and the port stays held (nothing was released)."""
+    holder, control, port = _in_process_holder_without_a_map(workdir)
+    with Client(workdir / "ctl") as client:
+        me = Credentials(os.getpid(), os.getuid(), os.getgid())
+        holder.handle(b"a", me, client.sock.getsockname(), False)
+        holder.progress()
+        [request] = holder.requests
+        assert request.ports is None
+        request.deadline = 0.0  # as if REQUEST_DEADLINE had passed
+        holder.progress()
+        assert client.receive() == "ERR the map of the reservations is missing\n"
+    assert holder.requests == [] and set(holder.held) == {port}
+    holder.close()
+    control.close()
+
+
+def test_no_orphans_are_dropped_while_the_owners_are_unknown(workdir: Path) -> None:
+    """Without a map, "no name owns this port" is not known: nothing is
+    dropped as an orphan (before, everything held was, at the first sync)."""
+    holder, control, port = _in_process_holder_without_a_map(workdir)
+    holder.drop_orphans()
+    assert set(holder.held) == {port}
+    write_map(workdir / "gen", {})
+    holder.drop_orphans()
+    assert set(holder.held) == set(), "once the map says nobody owns it, it is an orphan"
+    holder.close()
+    control.close()
 
 
 def test_sigterm_while_ready_cannot_be_delivered_is_a_clean_stop(reaper: Reaper, workdir: Path) -> None:
