@@ -12,9 +12,11 @@ is nothing to do; otherwise it sends one request per name to the holder,
 which stops the units and answers once the ports can be bound (protocol.py).
 With no control socket at all (no holder, no portreserve.socket) it stops the
 name's socket units itself (`systemctl stop --no-block`) and waits for the
-ports.  Standalone (--socket, or no map) it asks the holder the same way; a
-holder that never answers (the original C portreserve) is recognised after
-0.1 s, and the ports from the configuration are checked instead.
+ports.  Standalone (--socket, or no map: also under systemd, for the moment of a
+daemon-reload when PID 1 has removed it, docs/design.md F18) it asks the
+holder the same way; a holder that never answers (the original C
+portreserve) is recognised after 0.1 s, and the ports from the
+configuration are checked instead.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from .names import Port
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # Against a holder that never answers (the original C portreserve): after
@@ -267,11 +269,17 @@ class Release:
             more = f" and {reply.more} more" if reply.more else ""
             self.say(f"{name}: released {self.ports_text(sorted(freed))}{more}")
 
-    def ask(self, asks: list[str]) -> dict[str, protocol.Reply | str | None] | None:
+    def ask(
+        self, asks: list[str], settle: Callable[[str], protocol.Reply | None] | None = None
+    ) -> dict[str, protocol.Reply | str | None] | None:
         """One request per name, all at once; {name: reply, error text, or
-        None for no answer in time}; None when no holder can be reached."""
+        None for no answer in time}; None when no holder can be reached.
+        settle: asked about each name still without an answer, from
+        OLD_HOLDER_GRACE on; a reply it returns ends the wait for that name
+        (a holder that never answers, whose ports are free)."""
         replies: dict[str, protocol.Reply | str | None] = dict.fromkeys(asks)
         open_: dict[int, tuple[str, socket.socket]] = {}
+        started = time.monotonic()
         try:
             for name in asks:
                 sent = self.send(name)
@@ -300,7 +308,21 @@ class Release:
                         except OSError:
                             pass  # the queue is full: the holder is alive and will get to it
                         resend[fd] = now + RESEND_SECONDS
+                settling = settle is not None and now - started >= OLD_HOLDER_GRACE
+                if settling:
+                    assert settle is not None
+                    for fd, (name, sock) in list(open_.items()):
+                        settled = settle(name)
+                        if settled is not None:
+                            replies[name] = settled
+                            del open_[fd]
+                            sock.close()
+                    if not open_:
+                        break
                 wait = min([left, *(when - now for fd, when in resend.items() if fd in open_)])
+                if settle is not None:
+                    # Look at the ports every OLD_HOLDER_GRACE while no answer comes.
+                    wait = min(wait, max(started + OLD_HOLDER_GRACE - now, 0.0) or OLD_HOLDER_GRACE)
                 ready, _, _ = select.select(list(open_), [], [], max(0.0, wait))
                 for fd in ready:
                     name, sock = open_.pop(fd)
@@ -414,48 +436,33 @@ class Release:
     # -- standalone ----------------------------------------------------------
 
     def standalone(self) -> int:
-        """The holder binds the ports itself (no systemd), or it is the
-        original C portreserve, which never answers."""
-        open_: dict[int, tuple[str, socket.socket]] = {}
-        for name in self.opts.names:
-            sent = self.send(name)
-            if sent is None:
-                self.say(f"{name}: no holder running on {self.control}, nothing to release")
-            elif isinstance(sent, str):
-                self.fail(sent)
-            else:
-                open_[sent.fileno()] = (name, sent)
-        started = time.monotonic()
+        """No map: a holder that binds the ports itself (no systemd), the
+        original C portreserve, which never answers, or a systemd holder
+        while PID 1 rewrites the map (docs/design.md F18).  Each is asked as
+        under systemd (an answer to ask again is asked again); a name
+        without an answer after OLD_HOLDER_GRACE whose configured ports can
+        all be bound is done."""
         config_ports: dict[str, list[Port]] | None = None
-        try:
-            while open_:
-                left = self.deadline - time.monotonic()
-                if left <= 0:
-                    break
-                ready, _, _ = select.select(list(open_), [], [], min(left, OLD_HOLDER_GRACE))
-                for fd in ready:
-                    name, sock = open_.pop(fd)
-                    try:
-                        reply: protocol.Reply | str | None = protocol.Reply.decode(sock.recv(protocol.MAX_REPLY))
-                    except OSError as e:
-                        reply = f"no answer from the holder on {self.control}: {e.strerror}"
-                    sock.close()
-                    self.report(name, [], reply)
-                if open_ and time.monotonic() - started >= OLD_HOLDER_GRACE:
-                    # No answer yet: perhaps a holder that never answers.
-                    # Once the ports are free, there is nothing to wait for.
-                    if config_ports is None:
-                        config_ports = self.configured_ports()
-                    for fd, (name, sock) in list(open_.items()):
-                        ports = config_ports.get(name)
-                        if ports is not None and all(net.bindable(p, self.ipv6) for p in ports):
-                            self.say(f"{name}: released {self.ports_text(ports)}")
-                            del open_[fd]
-                            sock.close()
-        finally:
-            for name, sock in open_.values():
-                sock.close()
-                self.report(name, (config_ports or {}).get(name, []), None)
+
+        def configured(name: str) -> list[Port] | None:
+            nonlocal config_ports
+            if config_ports is None:
+                config_ports = self.configured_ports()
+            return config_ports.get(name)
+
+        def settle(name: str) -> protocol.Reply | None:
+            ports = configured(name)
+            if ports is not None and all(net.bindable(p, self.ipv6) for p in ports):
+                return protocol.Reply.outcomes(dict.fromkeys(ports, protocol.FREE))
+            return None
+
+        replies = self.ask(list(dict.fromkeys(self.opts.names)), settle)
+        if replies is None:
+            for name in self.opts.names:
+                self.say(f"{name}: no holder running on {self.control}, nothing to release")
+            return self.status
+        for name, reply in replies.items():
+            self.report(name, (configured(name) or []) if reply is None else [], reply)
         return self.status
 
     def configured_ports(self) -> dict[str, list[Port]]:

@@ -10,6 +10,7 @@ timeout paths are reached honestly.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -482,6 +483,36 @@ def test_holder_that_never_answers_with_the_port_still_bound_fails_at_the_timeou
     assert elapsed >= 0.5
     assert "did not answer within 0.5 s" in result.stderr
     assert f"{port}/tcp is still held by {own_comm()} (pid {os.getpid()})" in result.stderr
+
+
+def test_without_a_map_an_answer_to_ask_again_is_asked_again(workdir: Path) -> None:
+    """No map (standalone, or PID 1 rewriting it during a daemon-reload,
+    docs/design.md F18), and the holder is stepping aside: its RETRY is
+    asked again, as under systemd, not taken for a refusal (it was: exit 1,
+    "the holder refused")."""
+    [port] = free_ports(1, ("tcp",))
+    holder = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    holder.bind(str(workdir / "ctl"))
+    holder.settimeout(PATIENT_TIMEOUT)
+    asked: list[bytes] = []
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            for answer in (b"RETRY\n", f"OK\n{port}/tcp free\n".encode()):
+                data, address = holder.recvfrom(4096)
+                asked.append(data)
+                holder.sendto(answer, address)
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    try:
+        result = portrelease("--socket", str(workdir / "ctl"), "-v", "-t", str(PATIENT_TIMEOUT), "web")
+    finally:
+        holder.close()
+        server.join()
+    assert (result.returncode, result.stderr) == (0, ""), result
+    assert asked == [b"web", b"web"]
+    assert f"web: released {port}/tcp" in result.stdout
 
 
 # -- waiting for ports ---------------------------------------------------------------------------
