@@ -80,6 +80,34 @@ scenario_release_racing_daemon_reload() {
     repeat 30 true_and_consistent one_round
 }
 
+scenario_release_while_pid1_rewrites_the_map() {
+    # PID 1 removes the generator's map at every daemon-reload until the
+    # generator has written it again (docs/design.md F18).  Reloads run
+    # without pause; each round a new holder is started by the request
+    # itself, and may start, and read its request, while the map is gone.
+    # It must not answer "nothing reserved" with 21018 still held.
+    one_round() {
+        reserve n18 21018/tcp || return 1
+        eventually bash -c '[ "$(holder_state)" = active ]' || return 1
+        # (No main process: the holder left by itself, 21018 reserved: it
+        # took every port for an orphan, the map being gone.)
+        systemctl kill --kill-who=main -s TERM portreserve.service || return 1
+        eventually bash -c '[ "$(holder_state)" = inactive ]' || return 1
+        # Each reload keeps PID 1 from running jobs: this is about the
+        # answer's truth, not its speed.
+        portrelease -t 30 n18 || { echo "portrelease n18: exit $?"; return 1; }
+        flock /run/probe.lock portcheck free 21018/tcp ||
+            { echo "portrelease n18 returned 0 but 21018/tcp is still bound"; return 1; }
+    }
+    export -f one_round
+    ( while [ ! -e /run/stop-reloads ]; do systemctl daemon-reload; sleep 0.02; done ) & local reloads=$!
+    repeat 20 true_while_reloading one_round
+    touch /run/stop-reloads
+    wait "$reloads"
+    rm -f /run/stop-reloads
+    check no_failed no_failed_but_taken
+}
+
 scenario_stale_request_of_a_stopped_holder() {
     one_round() {
         reserve n11 21011/tcp || return 1
@@ -179,6 +207,7 @@ SCENARIOS=(
     many_names_and_all
     reserve_one_release_another
     release_racing_daemon_reload
+    release_while_pid1_rewrites_the_map
     stale_request_of_a_stopped_holder
     requests_at_holder_exit
     reserve_in_a_row_after_exit
