@@ -13,7 +13,7 @@ import argparse
 import sys
 
 from . import names, net, spawn
-from .status import EXIT_FAILED, EXIT_OK, generator_dir, show, socket_state, timestamp
+from .status import EXIT_FAILED, EXIT_OK, loaded_map, show, socket_state, timestamp
 
 
 def run_reload(args: argparse.Namespace) -> int:
@@ -28,7 +28,7 @@ def reload(args: argparse.Namespace) -> int:
     """daemon-reload, then start the reservations that were never active since
     boot; released ones stay released.  Says per name what happened."""
     spawn.systemctl(args.user, "daemon-reload")
-    loaded = names.read_map(generator_dir(args)) or {}
+    loaded = loaded_map(args)
     groups = {n: names.group_unit(n) for n in loaded}
     units = {n: [groups[n], *(names.socket_unit(*p) for p in loaded[n])] for n in loaded}
     before = show(args.user, list(dict.fromkeys(u for us in units.values() for u in us)))

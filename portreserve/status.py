@@ -134,6 +134,23 @@ def generator_dir(args: argparse.Namespace) -> str:
     return getattr(args, "generator_dir", None) or paths.generator_dir(args.user)
 
 
+def loaded_map(args: argparse.Namespace) -> dict[str, list[Port]]:
+    """The generator's map.  PID 1 removes it at every daemon-reload until the
+    generator has written it again (docs/design.md F18), and answers no call
+    until the reload is over: a missing map is read again after PID 1 has
+    answered (a few times, for reloads in a row), not taken at once for
+    "nothing loaded"."""
+    for _ in range(3):
+        found = names.read_map(generator_dir(args))
+        if found is not None:
+            return found
+        try:
+            spawn.show(args.user, [names.HOLDER_UNIT], ["Id"])
+        except spawn.CommandError:
+            break  # the show that follows says what is wrong
+    return {}
+
+
 def manager_runs(user: bool) -> bool:
     """Is there a service manager for this scope (sd_booted(), or a user manager)?"""
     if user:
@@ -171,7 +188,7 @@ def timestamp(value: str | None) -> float | None:
 
 
 def systemd_report(args: argparse.Namespace, scope: str) -> Report:
-    loaded = names.read_map(generator_dir(args)) or {}
+    loaded = loaded_map(args)
     config = load(args)
     wanted = config.ports_by_name()
     # What the generator would write now against what it wrote last.

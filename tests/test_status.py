@@ -251,3 +251,32 @@ def test_quiet_prints_nothing_also_when_systemctl_fails(tmp_path: Path) -> None:
     assert loud.stderr == (
         "portreserve: systemctl show failed (exit status 1): Failed to connect to bus: No medium found\n"
     )
+
+
+def test_a_map_being_rewritten_is_read_once_pid1_answers(tmp_path: Path) -> None:
+    """PID 1 removes the map at every daemon-reload and answers no call until
+    the generator has written it again (docs/design.md F18).  Here the map is
+    missing until systemctl has been called once (the fake systemctl writes
+    it, as the end of the reload would): status reads it then, and does not
+    call every name "not loaded yet" (it did)."""
+    runtime = tmp_path / "run"
+    gen = runtime / "systemd" / "generator"
+    (runtime / "systemd").mkdir(parents=True)
+    (runtime / "systemd" / "private").touch()  # a user manager runs
+    ready = write_map(tmp_path / "ready", {"web": [(8080, "tcp")]})
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "systemctl").write_text(
+        "#!/bin/sh\n"
+        f"[ -e '{gen}' ] || cp -r '{ready}' '{gen}'\n"
+        'for unit; do case "$unit" in *.socket) printf "Id=%s\\nLoadState=loaded\\nActiveState=active\\n'
+        'ActiveEnterTimestamp=@1764652621\\n\\n" "$unit";; esac; done\n'
+    )
+    (bindir / "systemctl").chmod(0o755)
+    env = {"XDG_RUNTIME_DIR": str(runtime), "PATH": f"{bindir}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+    cfg = write_config(tmp_path / "cfg", {"web": "8080/tcp\n"})
+    result = run([*PORTRESERVE, "status", "--user", "--config-dir", str(cfg), "--json"], env=env)
+    assert result.returncode == EXIT_OK, result
+    document = json.loads(result.stdout)
+    assert [(p["name"], p["port"], p["state"]) for p in document["ports"]] == [("web", 8080, "held")]
+    assert document["pending"] == []
