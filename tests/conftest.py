@@ -16,10 +16,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers import ROOT, Reaper, short_dir  # noqa: E402
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "boot: boots a real systemd in a throwaway root")
-
-
 @pytest.fixture
 def reaper() -> Iterator[Reaper]:
     """Ends, by pid, every process a test started through it."""
