@@ -483,6 +483,9 @@ class Holder:
             ports = set(self.owners.get(request.name, ()))
         request.ports = ports
         request.pending = set(ports)
+        # The time to free them counts from now, not from the request's
+        # arrival (it may have waited for the map).
+        request.deadline = time.monotonic() + REQUEST_DEADLINE
         listed = " ".join(map(net.port_text, sorted(ports))) or "no ports"
         log.debug(f"release {request.name!r} for {request.who}: {listed}")
         released = [p for p in ports if p in self.held]
@@ -532,13 +535,10 @@ class Holder:
         """Move every waiting request on; answer those that are done."""
         self.dirty = False
         now = time.monotonic()
-        # Nobody waits: look at the ports let go of now and then, not at the
-        # pace a waiting request needs.
-        pace = RECHECK_SECONDS if self.requests else WATCH_SECONDS
         waiting = False
         busy: set[Port] = set()  # probed in this round, not bindable: probed once
-        if not self.owners_known:
-            self.refresh_owners()
+        if not self.owners_known and self.refresh_owners() and self.synced:
+            self.drop_orphans()  # skipped at the sync, the owners being unknown then
         for request in list(self.requests):
             if request.ports is None:
                 if self.owners_known:
@@ -557,6 +557,9 @@ class Holder:
                 waiting = True
         if self.releasing:
             self.watch_releasing(now, busy)
+        # Only a request with ports needs the fast pace; ports let go of and
+        # the map awaited are looked at now and then.
+        pace = RECHECK_SECONDS if any(r.ports is not None for r in self.requests) else WATCH_SECONDS
         self.next_check = now + pace if (waiting or self.releasing) else None
 
     def evaluate(self, request: Request, now: float, busy: set[Port]) -> bool:
@@ -637,12 +640,14 @@ class Holder:
             # The client gave up, or its buffer is full: its loss, not ours.
             log.debug(f"cannot answer {address!r}: {e}")
 
-    def refresh_owners(self) -> None:
+    def refresh_owners(self) -> bool:
+        """Read the map again if it changed; whether the owners are known."""
         if self.owners_source is not None:
             found = self.owners_source()
             if found is not None:
                 self.owners = found
                 self.owners_known = True
+        return self.owners_known
 
     # -- main loop -----------------------------------------------------------
 
