@@ -34,6 +34,13 @@ def manager_socket(user: bool) -> str:
     return f"{user_runtime_dir()}/systemd/private" if user else "/run/systemd/private"
 
 
+def manager_runs(user: bool) -> bool:
+    """Is there a service manager for this scope (sd_booted(), or a user manager)?"""
+    if user:
+        return os.path.exists(manager_socket(True))
+    return os.path.isdir("/run/systemd/system")
+
+
 def user_config_dirs() -> list[str]:
     """Lowest priority first: each of $XDG_CONFIG_DIRS (site defaults), then
     $XDG_CONFIG_HOME (the user's own), which wins."""

@@ -212,14 +212,15 @@ class Release:
             self.report(name, wanted[name], replies.get(name))
         return self.status
 
-    def all_free(self, ports: list[Port]) -> bool:
+    def all_free(self, ports: list[Port], fresh: bool = False) -> bool:
         """Could a fresh socket bind every one of these ports?  TCP by a probe
         (with SO_REUSEADDR and no listen(), it cannot disturb systemd binding
         the same port); UDP from /proc, since a UDP probe could: a reservation
-        starting at that moment would fail (docs/design.md F14)."""
+        starting at that moment would fail (docs/design.md F14).  /proc is
+        read once per run, or again when `fresh`."""
         udp = [p for p in ports if p[1] == "udp"]
         if udp:
-            if self.udp_in_use is None:
+            if self.udp_in_use is None or fresh:
                 self.udp_in_use = net.udp_ports_in_use()
             if any(number in self.udp_in_use for number, _proto in udp):
                 return False
@@ -284,7 +285,7 @@ class Release:
             for name in asks:
                 sent = self.send(name)
                 if sent is None:
-                    if not open_:
+                    if not open_ and not any(isinstance(r, str) for r in replies.values()):
                         return None
                     continue
                 if isinstance(sent, str):
@@ -308,17 +309,6 @@ class Release:
                         except OSError:
                             pass  # the queue is full: the holder is alive and will get to it
                         resend[fd] = now + RESEND_SECONDS
-                settling = settle is not None and now - started >= OLD_HOLDER_GRACE
-                if settling:
-                    assert settle is not None
-                    for fd, (name, sock) in list(open_.items()):
-                        settled = settle(name)
-                        if settled is not None:
-                            replies[name] = settled
-                            del open_[fd]
-                            sock.close()
-                    if not open_:
-                        break
                 wait = min([left, *(when - now for fd, when in resend.items() if fd in open_)])
                 if settle is not None:
                     # Look at the ports every OLD_HOLDER_GRACE while no answer comes.
@@ -344,6 +334,14 @@ class Release:
                             replies[name] = again
                         continue
                     replies[name] = reply
+                if settle is not None and time.monotonic() - started >= OLD_HOLDER_GRACE:
+                    # After the answers that came: an answer beats a guess.
+                    for fd, (name, sock) in list(open_.items()):
+                        settled = settle(name)
+                        if settled is not None:
+                            replies[name] = settled
+                            del open_[fd]
+                            sock.close()
         finally:
             for _name, sock in open_.values():
                 sock.close()
@@ -452,13 +450,20 @@ class Release:
 
         def settle(name: str) -> protocol.Reply | None:
             ports = configured(name)
-            if ports is not None and all(net.bindable(p, self.ipv6) for p in ports):
+            if ports is not None and self.all_free(ports, fresh=True):
                 return protocol.Reply.outcomes(dict.fromkeys(ports, protocol.FREE))
             return None
 
-        replies = self.ask(list(dict.fromkeys(self.opts.names)), settle)
+        asks = list(dict.fromkeys(self.opts.names))
+        replies = self.ask(asks, settle)
         if replies is None:
-            for name in self.opts.names:
+            if paths.manager_runs(self.user) and self.opts.socket is None:
+                # No map and no control socket under a service manager: PID 1
+                # rewriting the map (F18) with portreserve.socket stopped.  The
+                # configuration says which units to stop.
+                found = {n: ports for n in asks if (ports := configured(n))}
+                return self.from_units(found) if found else self.status
+            for name in asks:
                 self.say(f"{name}: no holder running on {self.control}, nothing to release")
             return self.status
         for name, reply in replies.items():

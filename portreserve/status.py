@@ -140,22 +140,17 @@ def loaded_map(args: argparse.Namespace) -> dict[str, list[Port]]:
     until the reload is over: a missing map is read again after PID 1 has
     answered (a few times, for reloads in a row), not taken at once for
     "nothing loaded"."""
-    for _ in range(3):
+    for attempt in range(3):
         found = names.read_map(generator_dir(args))
         if found is not None:
             return found
+        if attempt == 2:
+            break
         try:
             spawn.show(args.user, [names.HOLDER_UNIT], ["Id"])
         except spawn.CommandError:
             break  # the show that follows says what is wrong
     return {}
-
-
-def manager_runs(user: bool) -> bool:
-    """Is there a service manager for this scope (sd_booted(), or a user manager)?"""
-    if user:
-        return os.path.exists(paths.manager_socket(True))
-    return os.path.isdir("/run/systemd/system")
 
 
 # -- state under systemd ----------------------------------------------------------
@@ -374,7 +369,7 @@ def page(text: str, no_pager: bool) -> None:
 def run_status(args: argparse.Namespace) -> int:
     scope = "user" if args.user else "system"
     try:
-        if args.socket is None and manager_runs(args.user):
+        if args.socket is None and paths.manager_runs(args.user):
             report = systemd_report(args, scope)
         else:
             report = standalone_report(args, scope)

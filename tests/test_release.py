@@ -599,6 +599,28 @@ def test_a_refused_stop_without_a_control_socket_is_said_once_and_not_waited_out
     assert elapsed < 20  # not the deadline: nothing was going to free the port
 
 
+def test_no_map_and_no_control_socket_under_a_manager_stops_the_configured_units(workdir: Path) -> None:
+    """PID 1 rewriting the map (docs/design.md F18) while portreserve.socket is
+    stopped: not "no holder running, nothing to release" (exit 0 with the
+    port held, before), but the same as with a map: the units of the
+    configured ports are stopped (here systemctl refuses, which says it was
+    tried)."""
+    ((port, socks),) = systemd_sockets(1)  # PID 1's copy: nothing frees it but the stop
+    env = user_config(workdir, {"web": [f"{port}/tcp"]})
+    (workdir / "systemd").mkdir()
+    (workdir / "systemd" / "private").touch()  # a user manager runs; no generator output, no control socket
+    env.update(fake_systemctl(workdir, [f"portreserve-{port}-tcp.socket"], stop_status=1))
+    try:
+        result = portrelease("--user", "-t", "20", "web", env=env, timeout=60)
+    finally:
+        socks["tcp"].close()
+    assert result.returncode == 1, result
+    assert result.stderr.splitlines() == [
+        "Failed to stop units: Access denied",
+        "portrelease: systemctl stop failed (exit status 1)",
+    ]
+
+
 def test_a_stop_job_pid1_never_runs_does_not_outlast_the_timeout(workdir: Path) -> None:
     """No control socket, and PID 1 never runs the stop job (a hung boot):
     portrelease queues the stop (--no-block) and answers at its --timeout that
