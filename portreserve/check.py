@@ -40,7 +40,7 @@ def check(
         print(f"portreserve check: cannot determine the configuration directories: {e}", file=sys.stderr)
         return 1
     config = gather(dirs, services_file, user, required=bool(config_dirs))
-    config.errors.extend(unreleased(config, dirs, user))
+    config.errors.extend(unreleased(config, user))
     stream = sys.stdout if out is None else out
     if json_output:
         print(as_json(config.errors), file=stream)
@@ -50,7 +50,7 @@ def check(
     return 1 if config.errors else 0
 
 
-def unreleased(config: Config, dirs: Sequence[str], user: bool) -> list[ConfigError]:
+def unreleased(config: Config, user: bool) -> list[ConfigError]:
     """A warning for every name with ports that no unit releases: neither a
     NAME.service, a NAME.socket that binds one of its ports, nor the unit its
     `# portreserve: unit=` line names gets the generated drop-in, and no
@@ -58,7 +58,7 @@ def unreleased(config: Config, dirs: Sequence[str], user: bool) -> list[ConfigEr
     ports would stay reserved at every boot."""
     from . import dropins, units
 
-    planner = dropins.Planner(units.Scope(user=user), dirs)
+    planner = dropins.Planner(units.Scope(user=user), config.settings)
     found = [
         ConfigError(r.source, None, f"no unit releases '{r.name}': {release.reason}", WARNING)
         for r in config.reservations

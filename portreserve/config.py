@@ -17,6 +17,10 @@ import stat
 from . import names
 from .paths import SERVICES_FILE, SYSTEM_CONFIG_DIRS
 
+# Host-wide settings (dropins.read_settings), in each configuration directory
+# (later ones win); the original ignores the file, its name having a '.'.
+SETTINGS_FILE = "portreserve.conf"
+
 # Without importing typing (or collections.abc) at run time: mypy and ruff take
 # any `if TYPE_CHECKING:` as true.
 TYPE_CHECKING = False
@@ -224,6 +228,8 @@ class Config:
     def __init__(self, reservations: list[Reservation] | None = None, errors: list[ConfigError] | None = None) -> None:
         self.reservations: list[Reservation] = reservations if reservations is not None else []
         self.errors: list[ConfigError] = errors if errors is not None else []
+        # SETTINGS_FILE of each directory that lists one, lowest priority first.
+        self.settings: list[str] = []
 
     def ports_by_name(self) -> dict[str, list[tuple[int, str]]]:
         """{name: its ports as plain (number, "tcp"|"udp") tuples}, as the map
@@ -481,13 +487,15 @@ def name_problem(name: str) -> str | None:
     return None
 
 
-def config_files(dirs: Dirs, required: bool = False) -> tuple[dict[str, str], list[ConfigError]]:
-    """The file to read for every name: later directories override earlier ones.
+def config_files(dirs: Dirs, required: bool = False) -> tuple[dict[str, str], list[str], list[ConfigError]]:
+    """The file to read for every name: later directories override earlier ones;
+    and the SETTINGS_FILE of each directory that has one, in directory order.
 
     A file that is a symlink to /dev/null masks the name.  required: a
     directory that does not exist is a problem (it was given explicitly).
     """
     chosen: dict[str, tuple[str, bool]] = {}
+    settings: list[str] = []
     errors: list[ConfigError] = []
     for entry in dirs:
         directory = os.fspath(entry)
@@ -505,6 +513,8 @@ def config_files(dirs: Dirs, required: bool = False) -> tuple[dict[str, str], li
         for name, path, link in found:
             if is_config_name(name):
                 chosen[name] = (path, link)
+            elif name == SETTINGS_FILE:
+                settings.append(path)
     result: dict[str, str] = {}
     for name in sorted(chosen):
         path, link = chosen[name]
@@ -515,7 +525,7 @@ def config_files(dirs: Dirs, required: bool = False) -> tuple[dict[str, str], li
             errors.append(ConfigError(path, None, f"{problem}, ignoring file"))
             continue
         result[name] = path
-    return result, errors
+    return result, settings, errors
 
 
 def read_regular_file(path: str | os.PathLike[str], limit: int = MAX_FILE_SIZE) -> tuple[bytes, bool]:
@@ -575,8 +585,9 @@ def load_config(
     """Every reservation in dirs; lowest: the lowest port that may be reserved
     (for a user manager, net.ipv4.ip_unprivileged_port_start); required: the
     directories were named explicitly and must exist."""
-    files, errors = config_files(dirs, required)
+    files, settings, errors = config_files(dirs, required)
     config = Config(errors=errors)
+    config.settings = settings
     if services is None:
         services = load_services()
     budget = Budget(max_sockets)

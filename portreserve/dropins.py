@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import os
 
-from .config import DIRECTIVE_MARK, ConfigError, Notes, Reservation
+from .config import DIRECTIVE_MARK, SETTINGS_FILE, ConfigError, Notes, Reservation
 from .unitpath import (
     RELEASING_TYPES,
     UNIT_TYPES,
@@ -74,8 +74,6 @@ if TYPE_CHECKING:
 # after "override.conf" (systemctl edit), so an admin's `ExecStartPre=` reset
 # there does not drop the release.
 DROPIN = "portreserve.conf"
-# Host-wide settings, in each configuration directory (later ones win).
-SETTINGS_FILE = "portreserve.conf"
 DIRECTIVE = DIRECTIVE_MARK.decode()
 AUTOMATIC, MANUAL = "automatic", "manual"
 
@@ -144,13 +142,14 @@ _BOOLEANS = {"1": True, "yes": True, "y": True, "true": True, "t": True, "on": T
 _BOOLEANS.update({"0": False, "no": False, "n": False, "false": False, "f": False, "off": False})
 
 
-def read_settings(config_dirs: Iterable[StrPath]) -> tuple[bool, list[ConfigError]]:
-    """AutoRelease= from portreserve.conf in each configuration directory (later
+def read_settings(files: Iterable[StrPath]) -> tuple[bool, list[ConfigError]]:
+    """AutoRelease= from the settings files (SETTINGS_FILE of each configuration
+    directory that has one, as config.gather found them: Config.settings; later
     ones win; a symlink to /dev/null or an empty file says nothing)."""
     auto = True
     errors: list[ConfigError] = []
-    for directory in config_dirs:
-        path = os.path.join(os.fspath(directory), SETTINGS_FILE)
+    for file in files:
+        path = os.fspath(file)
         data = read_head(path)
         if data is None:
             continue
@@ -186,10 +185,11 @@ class Release:
 class Planner:
     """Decides, for each reservation, which units get a drop-in."""
 
-    def __init__(self, scope: Scope, config_dirs: Iterable[StrPath], search_path: Sequence[str] | None = None) -> None:
+    def __init__(self, scope: Scope, settings: Iterable[StrPath], search_path: Sequence[str] | None = None) -> None:
+        """settings: the settings files (Config.settings)."""
         self.scope = scope
         self.units = UnitPath(unit_search_path(scope.user) if search_path is None else search_path)
-        self.auto, self.errors = read_settings(config_dirs)
+        self.auto, self.errors = read_settings(settings)
 
     def release_of(
         self, name: str, source: StrPath, notes: Notes = (), ports: Iterable[tuple[int, str]] = ()
@@ -320,10 +320,11 @@ def render_dropin(unit: str, reservations: Sequence[Reservation], scope: Scope) 
 
 
 def generate(
-    reservations: Iterable[Reservation], scope: Scope, config_dirs: Iterable[StrPath], log: Log
+    reservations: Iterable[Reservation], scope: Scope, settings: Iterable[StrPath], log: Log
 ) -> dict[str, str]:
-    """The drop-ins, as {path relative to the output directory: text}."""
-    planner = Planner(scope, list(config_dirs))
+    """The drop-ins, as {path relative to the output directory: text};
+    settings: the settings files (Config.settings)."""
+    planner = Planner(scope, settings)
     # A name without a valid port has nothing to release.
     plan = planner.plan(r for r in reservations if r.ports)
     for error in planner.errors:

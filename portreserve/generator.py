@@ -17,10 +17,6 @@ from . import names, paths, units
 from .config import WARNING, Config, gather, printable
 from .paths import SERVICES_FILE
 
-TYPE_CHECKING = False  # no typing import at run time; mypy takes it as true
-if TYPE_CHECKING:
-    from .config import Dirs
-
 LOG_ERR, LOG_WARNING = 3, 4
 # Problems logged one by one; beyond that one line counts the rest (a file of
 # 100 000 bad lines must not flood the kernel log at every boot).
@@ -134,7 +130,6 @@ def run(
     scope: units.Scope,
     config: Config,
     log: Logger,
-    dirs: Dirs = (),
 ) -> int:
     report(config, log)
     files, links = generate(config, scope)
@@ -142,7 +137,7 @@ def run(
     # name's ports) gets a drop-in that releases NAME (dropins.py).
     from . import dropins
 
-    files.update(dropins.generate(config.reservations, scope, dirs, log))
+    files.update(dropins.generate(config.reservations, scope, config.settings, log))
     if outdir is None:
         stdout = sys.stdout
         for rel, text in files.items():
@@ -226,7 +221,7 @@ def main(argv: list[str] | None = None, sbindir: str | None = None) -> int:
             log(LOG_ERR, f"cannot determine configuration directories: {e}")
             return 0
         config = gather(dirs, args.services, user, required=bool(args.config_dir))
-        return run(None if args.print else args.dirs[0], scope, config, log, dirs)
+        return run(None if args.print else args.dirs[0], scope, config, log)
     except Exception as e:
         # A bug of ours, not the configuration: say so, and let the boot go on
         # with whatever was written (whole files, the map first).

@@ -212,8 +212,7 @@ def released_by(args: argparse.Namespace, config: Config) -> dict[str, tuple[tup
     """Which unit releases each name, as the generator decides it."""
     from . import dropins, units
 
-    dirs = list(args.config_dir) if args.config_dir else paths.config_dirs(args.user)
-    planner = dropins.Planner(units.Scope(user=args.user), dirs)
+    planner = dropins.Planner(units.Scope(user=args.user), config.settings)
     found = {}
     for r in config.reservations:
         release = planner.release_of(r.name, r.source, r.notes, r.ports)

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from portreserve import config, dropins, unitpath
-from portreserve.config import Port, Proto, Reservation, directive_lines
+from portreserve.config import SETTINGS_FILE, ConfigError, Port, Proto, Reservation, directive_lines, load_config
 from portreserve.dropins import AUTOMATIC, DROPIN, MANUAL, Planner, exec_quote, parse_directives, read_settings
 from portreserve.unitpath import UnitPath
 from portreserve.units import Scope
@@ -283,18 +283,24 @@ def test_bad_directives_name_file_and_line(tmp_path: Path) -> None:
     assert str(errors[0]) == f"{path}:1: 'slapd.target' is not a service or socket unit name, ignoring"
 
 
+def settings_of(*dirs: Path) -> tuple[bool, list[ConfigError]]:
+    """The settings as the generator reads them: the files its one listing
+    of the configuration directories found (Config.settings)."""
+    return read_settings(load_config(list(dirs), {}).settings)
+
+
 def test_host_wide_setting_later_directory_wins(tmp_path: Path) -> None:
     vendor, etc, home = tmp_path / "vendor", tmp_path / "etc", tmp_path / "home"
     for d in (vendor, etc, home):
         d.mkdir()
     (vendor / "portreserve.conf").write_text("AutoRelease=no\n")
-    assert read_settings([vendor, etc]) == (False, [])
+    assert settings_of(vendor, etc) == (False, [])
     (etc / "portreserve.conf").write_text("# the admin wants it back\n; really\n\nAutoRelease = yes\n")
-    assert read_settings([vendor, etc]) == (True, [])
+    assert settings_of(vendor, etc) == (True, [])
     os.symlink("/dev/null", home / "portreserve.conf")  # masked: says nothing
-    assert read_settings([vendor, home]) == (False, [])
+    assert settings_of(vendor, home) == (False, [])
     (etc / "portreserve.conf").write_text("AutoRelease=perhaps\nAuto=no\n")
-    auto, errors = read_settings([etc])
+    auto, errors = settings_of(etc)
     assert auto is True
     assert [str(e) for e in errors] == [
         f"{etc}/portreserve.conf:1: AutoRelease=perhaps: expected yes or no, ignoring",
@@ -320,7 +326,7 @@ def test_release_of_every_case(tree: Path) -> None:
     os.symlink("/dev/null", tree / "etc" / "masked.service")
     (tree / "etc" / "dovecot.service.d").mkdir()
     os.symlink("/dev/null", tree / "etc" / "dovecot.service.d" / "portreserve.conf")  # per-unit opt-out
-    planner = Planner(SYSTEM, [cfg], search(tree))
+    planner = Planner(SYSTEM, [cfg / SETTINGS_FILE], search(tree))
 
     def of(name: str, text: str = "1\n") -> tuple[tuple[str, ...], str | None]:
         r = reservation(cfg, name, text)
@@ -352,7 +358,7 @@ def test_host_wide_off_makes_every_name_manual(tree: Path) -> None:
     cfg.mkdir()
     (cfg / "portreserve.conf").write_text("AutoRelease=no\n")
     (tree / "lib" / "cups.service").write_text(UNIT)
-    planner = Planner(SYSTEM, [cfg], search(tree))
+    planner = Planner(SYSTEM, [cfg / SETTINGS_FILE], search(tree))
     release = planner.release_of("cups", reservation(cfg, "cups").source)
     assert (release.units, release.how) == (("cups.service",), MANUAL)
     assert planner.plan([reservation(cfg, "cups")]) == {}
@@ -569,7 +575,7 @@ def test_directives_and_settings_never_raise(data: bytes, prefix: bytes) -> None
 
 def test_settings_file_of_any_bytes(tmp_path: Path) -> None:
     (tmp_path / "portreserve.conf").write_bytes(b"\xff\xfe\nAutoRelease=no\r\n\x00\n")
-    auto, errors = read_settings([tmp_path])
+    auto, errors = settings_of(tmp_path)
     assert auto is False
     assert [e.line for e in errors] == [1, 3]
 
@@ -594,14 +600,20 @@ def test_the_generator_reads_each_reservation_file_once(tmp_path: Path, monkeypa
     (cfg / "ldap").write_text("# portreserve: unit=slapd\n636/tcp\n")
     (cfg / "plain").write_text("7000/udp\n")
     opened: list[str] = []
-    real_open = os.open
+    looked_at: list[str] = []
+    real_open, real_stat = os.open, os.stat
 
     def counting_open(path: str | os.PathLike[str], *args: int, **kwargs: int) -> int:
         opened.append(os.fspath(path))
         return real_open(path, *args, **kwargs)
 
+    def counting_stat(path: str | os.PathLike[str], *args: object, **kwargs: bool) -> os.stat_result:
+        looked_at.append(os.fspath(path))
+        return real_stat(path, *args, **kwargs)
+
     monkeypatch.setenv("SYSTEMD_UNIT_PATH", str(units))
     monkeypatch.setattr(os, "open", counting_open)
+    monkeypatch.setattr(os, "stat", counting_stat)
     out = tmp_path / "out"
     assert generator.main(["--config-dir", str(cfg), str(out)]) == 0
     monkeypatch.undo()
@@ -609,6 +621,8 @@ def test_the_generator_reads_each_reservation_file_once(tmp_path: Path, monkeypa
     assert (out / "slapd.service.d" / "portreserve.conf").exists()
     reads = {name: opened.count(str(cfg / name)) for name in ("cups", "ldap", "plain")}
     assert reads == {"cups": 1, "ldap": 1, "plain": 1}
+    # No settings file in the listing: none is looked for (it was, per directory).
+    assert str(cfg / SETTINGS_FILE) not in looked_at + opened
 
 
 @pytest.mark.parametrize(
@@ -667,7 +681,7 @@ def test_a_socket_unit_releases_a_name_only_when_it_binds_one_of_its_ports(tmp_p
     (lib / "gone.socket").write_text("[Socket]\nListenStream=70\n")
     (etc / "gone.socket.d").mkdir()
     (etc / "gone.socket.d" / "reset.conf").write_text("[Socket]\nListenDatagram=\nListenStream=/run/gone\n")
-    planner = Planner(SYSTEM, [cfg], [str(etc), str(lib)])
+    planner = Planner(SYSTEM, [cfg / SETTINGS_FILE], [str(etc), str(lib)])
     tcp, udp = "tcp", "udp"
     assert planner.release_of("cups", cfg / "cups", (), [(631, tcp)]).units == ("cups.service",)
     assert planner.release_of("imap", cfg / "imap", (), [(993, tcp)]).units == ("imap.socket",)
@@ -806,7 +820,7 @@ def test_a_name_that_is_a_template_gets_no_dropin(tree: Path) -> None:
     cfg.mkdir()
     (tree / "lib" / "sshd.socket").write_text("[Socket]\nListenStream=2222\nAccept=yes\n")
     (tree / "lib" / "sshd@.service").write_text(UNIT)
-    planner = Planner(SYSTEM, [cfg], search(tree))
+    planner = Planner(SYSTEM, [cfg / SETTINGS_FILE], search(tree))
     assert planner.release_of("sshd@", reservation(cfg, "sshd@", "2222/tcp\n").source, (), [(2222, "tcp")]).how is None
     assert planner.release_of("sshd", reservation(cfg, "sshd", "2222/tcp\n").source, (), [(2222, "tcp")]).units == (
         "sshd.socket",
