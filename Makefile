@@ -120,8 +120,8 @@ shellcheck:
 	shellcheck -x -P tests/guest tests/guest/*.sh tests/harness/*.sh benchmarks/*.sh .ci/run
 
 lint: venv shellcheck
-	$(VENV)/bin/ruff check portreserve tests
-	$(VENV)/bin/ruff format --check portreserve tests
+	$(VENV)/bin/ruff check portreserve tests benchmarks
+	$(VENV)/bin/ruff format --check portreserve tests benchmarks
 	$(VENV)/bin/mypy
 
 test: venv

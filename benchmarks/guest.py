@@ -2,6 +2,8 @@
 """In a benchmark boot: `guest.py '[[STEP, {ARGUMENTS}], ...]'` runs step_STEP(**ARGUMENTS) in order, each
 writing /results/STEP.json: its figures (ms) or {"error": traceback}.  benchI owns port 20000+I (README.md)."""
 
+from __future__ import annotations
+
 import errno
 import json
 import os
@@ -12,10 +14,24 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from jeepney.io.blocking import DBusConnectionBase, prep_socket
 from jeepney.low_level import HeaderFields
 from jeepney.wrappers import DBusAddress, new_method_call
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+    from typing import Any, TypedDict
+
+    class Footprint(TypedDict, total=False):
+        holder: dict[str, int]
+        floor: dict[str, int]
+        sockets: int
+        smaps: dict[str, int]  # kB of RSS by mapping
+        standalone: dict[str, int]
+
+    ReleaseAllFigure = float | str | dict[str, float | None] | None
 
 BASE = 20000
 PY = "/usr/bin/python3"
@@ -25,7 +41,7 @@ MANAGER = DBusAddress("/org/freedesktop/systemd1", "org.freedesktop.systemd1", "
 now = time.perf_counter
 
 
-def bindable(port, proto):
+def bindable(port: int, proto: str) -> bool:
     sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, proto == "tcp")
@@ -40,27 +56,27 @@ def bindable(port, proto):
         sock.close()
 
 
-def ports_of(indexes, protos):
+def ports_of(indexes: Iterable[int], protos: list[str]) -> list[tuple[int, str]]:
     return [(BASE + i, p) for i in indexes for p in protos]
 
 
-def stats(values):
+def stats(values: Iterable[float]) -> dict[str, float]:
     v = sorted(values)
-    rank = lambda q: v[max(0, -(-q * len(v) // 100) - 1)]  # noqa: E731  (nearest rank)
+    rank: Callable[[int], float] = lambda q: v[max(0, -(-q * len(v) // 100) - 1)]  # noqa: E731  (nearest rank)
     return {"n": len(v), "median": statistics.median(v), "p90": rank(90), "p95": rank(95), "max": v[-1]} if v else {}
 
 
-def ms(t0):
+def ms(t0: float) -> float:
     return (now() - t0) * 1e3
 
 
-def timed(argv):
+def timed(argv: list[str]) -> tuple[float, int]:
     t0 = now()
     rc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL).returncode
     return ms(t0), rc
 
 
-def wait_free(ports, t0, timeout=30.0):
+def wait_free(ports: list[tuple[int, str]], t0: float, timeout: float = 30.0) -> float | None:
     """ms from t0 until every port is bindable; None if not within timeout."""
     while ports := [p for p in ports if not bindable(*p)]:
         if now() - t0 > timeout:
@@ -69,11 +85,11 @@ def wait_free(ports, t0, timeout=30.0):
     return ms(t0)
 
 
-def show(unit, prop):
+def show(unit: str, prop: str) -> str:
     return subprocess.run(["systemctl", "show", "-P", prop, unit], capture_output=True, text=True).stdout.strip()
 
 
-def wait_holding(count):
+def wait_holding(count: int) -> int:
     """The holder's pid, once it says it holds `count` ports."""
     for _ in range(6000):
         if show("portreserve.service", "StatusText") == f"Holding {count} port(s)":
@@ -85,13 +101,13 @@ def wait_holding(count):
 class Manager:
     """A blocking D-Bus client of PID 1's private socket (no Hello() there)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.conn, self.serial = DBusConnectionBase(prep_socket("/run/systemd/private")), 0
         # systemd 252 left a call sent with or right after BEGIN unanswered until the next event on the
         # connection (4 of 4 tries); 50 ms later, never.
         time.sleep(0.05)
 
-    def wait_idle(self, t0):
+    def wait_idle(self, t0: float) -> float:
         """ms from t0 until PID 1 has no job queued but the driver's own (ListJobs every 5 ms)."""
         while True:
             self.serial += 1
@@ -105,13 +121,14 @@ class Manager:
             time.sleep(0.005)
 
 
-def cpu_ms(pid):
+def cpu_ms(pid: int) -> float | None:
     """utime + stime of a process so far; None once it is gone."""
     stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split() if os.path.exists(f"/proc/{pid}") else None
-    return stat and (int(stat[11]) + int(stat[12])) * 1e3 / os.sysconf("SC_CLK_TCK")
+    # /proc/PID/stat has 50-odd fields: stat is never [], so this is None or a float.
+    return stat and (int(stat[11]) + int(stat[12])) * 1e3 / os.sysconf("SC_CLK_TCK")  # type: ignore[return-value]
 
 
-def memory(pid):
+def memory(pid: int) -> dict[str, int]:
     status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
     pss = Path(f"/proc/{pid}/smaps_rollup").read_text().split("Pss:")[1].split()[0]
     kib = {key: int(status[key].split()[0]) for key in ("VmRSS", "VmHWM", "RssAnon")}
@@ -122,15 +139,15 @@ def memory(pid):
 # -- steps ---------------------------------------------------------------------------
 
 
-def phases(calls):
+def phases(calls: list[tuple[int, float, float]]) -> dict[str, float | None]:
     """Medians of calls [(I, start µs, end µs)] of portrelease benchI: until the holder logged the request
     (journald's arrival stamp), until PID 1 stopped the socket (InactiveEnterTimestamp), until the end."""
     offset = time.time_ns() // 1000 - time.monotonic_ns() // 1000  # realtime - monotonic, µs
     journal = subprocess.run(["journalctl", "-o", "json", "SYSLOG_IDENTIFIER=portreserve"], capture_output=True)
-    asked = {}
+    asked: dict[str | None, int] = {}
     for entry in map(json.loads, journal.stdout.splitlines()):
         asked.setdefault(entry.get("PORTRESERVE_NAME"), int(entry["__REALTIME_TIMESTAMP"]))
-    out = {"ask": [], "stop": [], "answer": []}
+    out: dict[str, list[float]] = {"ask": [], "stop": [], "answer": []}
     for i, start, end in calls:
         stopped = int(show(f"portreserve-{BASE + i}-tcp.socket", "InactiveEnterTimestampMonotonic") or 0) + offset
         if f"bench{i}" in asked:
@@ -140,13 +157,14 @@ def phases(calls):
     return {key: statistics.median(v) if v else None for key, v in out.items()}
 
 
-def step_burst(k):
+def step_burst(k: int) -> dict[str, list[float] | float | None]:
     """Table 1: the burst units' stamps (stamp.sh), where the consumers' time went, the holder's start and READY."""
-    stamps = {}
+    stamps: dict[str, tuple[float, float, int]] = {}
     for path in Path("/results/burst").iterdir():
         t0, t1, rc = path.read_text().split()
         stamps[path.name] = (float(t0) * 1e6, float(t1) * 1e6, int(rc))
     first = min(s[0] for s in stamps.values())
+    out: dict[str, list[float] | float | None]
     out = {group: [(s[1] - s[0]) / 1e3 for n, s in stamps.items() if n[0] == group] for group in "cb"}
     for g in "cb":
         out[f"offset_{g}"] = statistics.median((s[0] - first) / 1e3 for n, s in stamps.items() if n[0] == g)
@@ -158,7 +176,7 @@ def step_burst(k):
     return out
 
 
-def step_releases(count, rounds, protos):
+def step_releases(count: int, rounds: int, protos: list[str]) -> dict[str, float | dict[str, float] | None]:
     """Table 2: back-to-back `portrelease benchI`, then as many bare interpreters."""
     wait_holding(count * len(protos))
     out, calls, times = {"held": count, "failed": 0, "free_at_return": 0, "ports": rounds * len(protos)}, [], []
@@ -172,11 +190,11 @@ def step_releases(count, rounds, protos):
     return out | phases(calls) | {"ms": stats(times), "floor": stats([timed(FLOOR)[0] for _ in range(rounds)])}
 
 
-def step_stops(count, rounds, protos, released):
+def step_stops(count: int, rounds: int, protos: list[str], released: int) -> dict[str, Any]:
     """Table 4: `systemctl stop` of socket and grouping units (of names step_releases left) until bindable."""
     manager = Manager()
     left = sorted(set(range(count)) - {i * 7919 % count for i in range(released)})
-    out = {"held": len(left) * len(protos)}
+    out: dict[str, Any] = {"held": len(left) * len(protos)}  # Any: out[kind] is an int or a dict indexed below
     for kind in ("socket", "group"):
         free, returned = [], []
         for _ in range(rounds):
@@ -194,7 +212,7 @@ def step_stops(count, rounds, protos, released):
     return out
 
 
-def step_release_all(count, protos, argv):
+def step_release_all(count: int, protos: list[str], argv: list[str]) -> dict[str, ReleaseAllFigure]:
     """Table 3: `portrelease '*'` or `systemctl stop portreserve.target`; CPU used meanwhile."""
     ports = [p for p in ports_of(range(count), protos) if not bindable(*p)]
     manager = Manager()
@@ -206,18 +224,20 @@ def step_release_all(count, protos, argv):
     free = wait_free(ports, t0)
     holder = cpu_ms(pids["holder"])  # it exits soon after
     err = proc.communicate()[1]
+    out: dict[str, ReleaseAllFigure]
     out = {"ports": len(ports), "rc": proc.returncode, "free": free, "returned": ms(t0), "idle": manager.wait_idle(t0)}
     out["stderr"] = err[:200] + f" ({err.count(chr(10))} lines)" * bool(err)
     after = {"pid1": cpu_ms(1), "journald": cpu_ms(pids["journald"]), "holder": holder}
-    return out | {"wall": ms(t0), "cpu": {who: None if after[who] is None else after[who] - cpu[who] for who in cpu}}
+    # ignore: mypy narrows no after[who] (hence no | overload); cpu[who] is None only if after[who] is too
+    return out | {"wall": ms(t0), "cpu": {who: None if after[who] is None else after[who] - cpu[who] for who in cpu}}  # type: ignore[operator, return-value]
 
 
-def step_footprint(sockets):
+def step_footprint(sockets: int) -> Footprint:
     """Table 6: the holder's memory; a standalone holder of as many sockets, an idle interpreter."""
     pid = wait_holding(sockets)
     idle = subprocess.Popen([PY, "-I", "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
     time.sleep(0.5)
-    out = {"holder": memory(pid), "floor": memory(idle.pid), "sockets": sockets, "smaps": {}}
+    out: Footprint = {"holder": memory(pid), "floor": memory(idle.pid), "sockets": sockets, "smaps": {}}
     idle.communicate(b"")
     alone, ctl = standalone(sockets // 2, ["tcp", "udp"])  # the same sockets, no manager connection
     time.sleep(0.5)
@@ -232,7 +252,7 @@ def step_footprint(sockets):
     return out
 
 
-def standalone(count, protos):
+def standalone(count: int, protos: list[str]) -> tuple[subprocess.Popen[bytes], str]:
     """A standalone holder (`portreserve -d`) of saI = 30000+I, once it holds them all."""
     conf, ctl = Path(f"/run/bench-sa-{len(protos)}"), f"/run/bench-sa-{len(protos)}.socket"
     conf.mkdir()
@@ -254,9 +274,10 @@ def standalone(count, protos):
     raise RuntimeError(f"the standalone holder never held {count * len(protos)} ports")
 
 
-def step_standalone(count, rounds):
+def step_standalone(count: int, rounds: int) -> dict[str, float | dict[str, float]]:
     """Table 5: `portrelease --socket PATH saI` interleaved with bare interpreters."""
     holder, ctl = standalone(count, ["tcp"])
+    times: dict[str, list[float]]
     times, free = {"release": [], "floor": [], "imports": []}, 0
     code = "import os, sys; sys.path.append('/usr/lib/python3/dist-packages'); import portreserve.release; os._exit(0)"
     for i in range(rounds):
@@ -280,14 +301,14 @@ def step_standalone(count, rounds):
 HOLDER_IMPORTS = "import portreserve.cli, portreserve.holder, systemd.daemon"
 
 
-def step_imports(runs):
+def step_imports(runs: int) -> dict[str, float]:
     """Table 7: jeepney's share of the holder's imports (-X importtime); RSS after them, without and with it."""
-    rows = {"total": [], "manager": [], "jeepney": []}
+    rows: dict[str, list[float]] = {"total": [], "manager": [], "jeepney": []}
     for _ in range(runs):
         code = HOLDER_IMPORTS + ", portreserve.manager"
         err = subprocess.run([PY, "-I", "-X", "importtime", "-c", code], capture_output=True, text=True).stderr
         found = dict.fromkeys(rows, 0)
-        parents = []  # (depth, name) of the enclosing imports
+        parents: list[tuple[int, str]] = []  # (depth, name) of the enclosing imports
         # A module's line follows those of the imports it caused: read backwards.
         for line in reversed(err.splitlines()[1:]):
             _self, cumulative, name = line.removeprefix("import time:").split("|")
@@ -309,7 +330,7 @@ def step_imports(runs):
     return out
 
 
-def main():
+def main() -> None:
     for step, kwargs in json.loads(sys.argv[1]):
         t0 = now()
         try:

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
-from boot import BootError, boot  # type: ignore[import-not-found]  # noqa: E402  (tests/ is not a package)
+from boot import BootError, boot  # noqa: E402  (tests/ is not a package)
 
 GUEST = "/usr/local/lib/portreserve-bench/guest.py"
 STAMP = "/usr/local/bin/stamp.sh"

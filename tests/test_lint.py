@@ -22,8 +22,8 @@ def tool(name: str) -> str:
 @pytest.mark.parametrize(
     "argv",
     [
-        ["ruff", "check", "portreserve", "tests"],
-        ["ruff", "format", "--check", "portreserve", "tests"],
+        ["ruff", "check", "portreserve", "tests", "benchmarks"],
+        ["ruff", "format", "--check", "portreserve", "tests", "benchmarks"],
         ["mypy"],
         ["make", "-s", "shellcheck"],
     ],
