@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 
 from . import names, net, paths, protocol, spawn
 from .config import Config, gather
@@ -105,21 +106,37 @@ def unit_of_pid(pid: int) -> str | None:
         return None
 
 
-def holders(port: Port) -> list[Holder]:
-    return [Holder(pid, comm, unit_of_pid(pid)) for pid, comm in net.who_holds(port)]
-
-
 def describe(taken_by: list[Holder]) -> str:
     if not taken_by:
         return "an unknown process"
     return ", ".join(f"{h.process} (pid {h.pid}{', ' + h.unit if h.unit else ''})" for h in taken_by)
 
 
-def port_in_use(port: Port) -> list[Holder] | None:
-    """Who has the port bound now; None when it is free."""
-    if net.bindable(port, net.has_ipv6()):
-        return None
-    return holders(port)
+def not_active(shown: dict[str, dict[str, str]], port: Port) -> bool:
+    """The port's socket unit is not active (what `systemctl show` said)."""
+    return shown.get(names.socket_unit(*port), {}).get("ActiveState") != "active"
+
+
+class InUse:
+    """Who has each of these ports bound now (None: free), found the first
+    time one is asked about: one bind probe per port, then one pass over
+    /proc for all the bound ones (not one pass per port)."""
+
+    def __init__(self, ports: Iterable[Port]) -> None:
+        self.ports = list(dict.fromkeys(ports))
+        self.found: dict[Port, list[Holder] | None] | None = None
+
+    def __call__(self, port: Port) -> list[Holder] | None:
+        if self.found is None or port not in self.found:
+            ipv6 = net.has_ipv6()
+            ports = self.ports if self.found is None else [port]
+            busy = [p for p in ports if not net.bindable(p, ipv6)]
+            pids = net.who_holds_many(busy) if busy else {}
+            found = dict.fromkeys(ports, None) | {
+                p: [Holder(pid, comm, unit_of_pid(pid)) for pid, comm in pids[p]] for p in busy
+            }
+            self.found = found if self.found is None else self.found | found
+        return self.found[port]
 
 
 # -- the configuration as the generator sees it ---------------------------------
@@ -197,9 +214,10 @@ def systemd_report(args: argparse.Namespace, scope: str) -> Report:
         raise StatusError(str(e)) from None
 
     ports: list[PortState] = []
+    in_use = InUse(p for name in loaded for p in loaded[name] if not_active(shown, p))
     for name in sorted(loaded.keys() | wanted.keys()):
         for port in loaded.get(name, []):
-            ports.append(socket_state(name, port, shown))
+            ports.append(socket_state(name, port, shown, in_use))
         for port in wanted.get(name, []):
             if port not in loaded.get(name, []):
                 ports.append(PortState(name, port, "pending", detail=f"not loaded yet: {RELOAD_COMMAND}"))
@@ -220,7 +238,7 @@ def released_by(args: argparse.Namespace, config: Config) -> dict[str, tuple[tup
     return found
 
 
-def socket_state(name: str, port: Port, shown: dict[str, dict[str, str]]) -> PortState:
+def socket_state(name: str, port: Port, shown: dict[str, dict[str, str]], port_in_use: InUse) -> PortState:
     unit = names.socket_unit(*port)
     props = shown.get(unit, {})
     # The name's grouping unit: started at boot or by a reload even when this
@@ -271,6 +289,7 @@ def standalone_report(args: argparse.Namespace, scope: str) -> Report:
     except (OSError, TimeoutError):
         held = {}
     ports: list[PortState] = []
+    port_in_use = InUse(p for ps in config.ports_by_name().values() for p in ps if p not in held)
     for reservation in config.reservations:
         for p in reservation.ports:
             port = (p.number, str(p.proto))

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -280,3 +281,36 @@ def test_a_map_being_rewritten_is_read_once_pid1_answers(tmp_path: Path) -> None
     document = json.loads(result.stdout)
     assert [(p["name"], p["port"], p["state"]) for p in document["ports"]] == [("web", 8080, "held")]
     assert document["pending"] == []
+
+
+def test_who_holds_many_ports_is_one_pass_over_proc(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ten released ports, each in use by this process: status names the
+    process for each, from one scan of /proc (it was one scan per port)."""
+    from portreserve import cli
+
+    ports = free_ports(10, ("tcp",))
+    rivals = [socket.create_server(("", port)) for port in ports]
+    try:
+        cfg = write_config(tmp_path / "cfg", {f"n{i}": f"{port}/tcp\n" for i, port in enumerate(ports)})
+        scans: list[str] = []
+        real_scandir = os.scandir
+
+        def counting_scandir(path: str = ".") -> Iterator[os.DirEntry[str]]:
+            scans.append(os.fspath(path))
+            return real_scandir(path)
+
+        monkeypatch.setattr(os, "scandir", counting_scandir)
+        args = ["status", "--socket", str(tmp_path / "none"), "--config-dir", str(cfg), "--json", "--no-pager"]
+        status = cli.main(args)
+        monkeypatch.undo()
+    finally:
+        for rival in rivals:
+            rival.close()
+    document = json.loads(capsys.readouterr().out)
+    assert status == EXIT_OK
+    assert [(p["port"], p["state"], [h["pid"] for h in p["taken_by"]]) for p in document["ports"]] == [
+        (port, "released", [os.getpid()]) for port in ports
+    ]
+    assert scans.count("/proc") == 1
