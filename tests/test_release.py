@@ -575,15 +575,25 @@ def fake_systemctl(directory: Path, units: list[str], stop_status: int) -> dict[
     return {"PATH": path, "FAKE_UNITS": " ".join(units), "FAKE_STOP": str(stop_status)}
 
 
-def test_a_refused_stop_without_a_control_socket_is_said_once_and_not_waited_out(workdir: Path) -> None:
+@pytest.mark.parametrize("source", ["map", "configuration"])
+def test_a_refused_stop_without_a_control_socket_is_said_once_and_not_waited_out(workdir: Path, source: str) -> None:
     """No control socket (portreserve.socket stopped, the holder gone): portrelease
     stops the name's socket units itself.  When systemctl refuses (a unit
     with User= and no '+'), that is the answer: one message of ours after
     systemctl's own, exit 1 at once, not a wait to the deadline followed by
-    a 'still in use' line per port for the same cause."""
+    a 'still in use' line per port for the same cause.
+    source "configuration": no map either (PID 1 rewriting it, docs/design.md
+    F18) under a running manager: the configured ports' units are stopped the
+    same way (before, "no holder running, nothing to release", exit 0, the
+    port held)."""
     ((port, socks),) = systemd_sockets(1)  # PID 1's copy: nothing frees it but the stop
-    gen, _ctl, env = user_runtime(workdir)  # no control socket at _ctl
-    write_map(gen, {"web": [(port, "tcp")]})
+    if source == "map":
+        gen, _ctl, env = user_runtime(workdir)  # no control socket at _ctl
+        write_map(gen, {"web": [(port, "tcp")]})
+    else:
+        env = user_config(workdir, {"web": [f"{port}/tcp"]})
+        (workdir / "systemd").mkdir()
+        (workdir / "systemd" / "private").touch()  # a user manager runs; no generator output, no control socket
     env.update(fake_systemctl(workdir, [f"portreserve-{port}-tcp.socket"], stop_status=1))
     try:
         started = time.monotonic()
@@ -591,34 +601,12 @@ def test_a_refused_stop_without_a_control_socket_is_said_once_and_not_waited_out
         elapsed = time.monotonic() - started
     finally:
         socks["tcp"].close()
-    assert result.returncode == 1
-    assert result.stderr.splitlines() == [
-        "Failed to stop units: Access denied",
-        "portrelease: systemctl stop failed (exit status 1)",
-    ]
-    assert elapsed < 20  # not the deadline: nothing was going to free the port
-
-
-def test_no_map_and_no_control_socket_under_a_manager_stops_the_configured_units(workdir: Path) -> None:
-    """PID 1 rewriting the map (docs/design.md F18) while portreserve.socket is
-    stopped: not "no holder running, nothing to release" (exit 0 with the
-    port held, before), but the same as with a map: the units of the
-    configured ports are stopped (here systemctl refuses, which says it was
-    tried)."""
-    ((port, socks),) = systemd_sockets(1)  # PID 1's copy: nothing frees it but the stop
-    env = user_config(workdir, {"web": [f"{port}/tcp"]})
-    (workdir / "systemd").mkdir()
-    (workdir / "systemd" / "private").touch()  # a user manager runs; no generator output, no control socket
-    env.update(fake_systemctl(workdir, [f"portreserve-{port}-tcp.socket"], stop_status=1))
-    try:
-        result = portrelease("--user", "-t", "20", "web", env=env, timeout=60)
-    finally:
-        socks["tcp"].close()
     assert result.returncode == 1, result
     assert result.stderr.splitlines() == [
         "Failed to stop units: Access denied",
         "portrelease: systemctl stop failed (exit status 1)",
     ]
+    assert elapsed < 20  # not the deadline: nothing was going to free the port
 
 
 def test_a_stop_job_pid1_never_runs_does_not_outlast_the_timeout(workdir: Path) -> None:
