@@ -1024,14 +1024,15 @@ def test_a_full_notify_socket_never_delays_an_answer(reaper: Reaper, workdir: Pa
     assert holder.wait_exit() == 0, holder.stderr()
 
 
+# A private /run (whatever the host has there, /run/systemd included or not)
+# whose journal socket is the test's.
 JOURNAL_NS = (
-    "mount -t tmpfs tmpfs /run/systemd && mkdir /run/systemd/journal && "
-    'ln -s "$0" /run/systemd/journal/socket && exec "$@"'
+    'mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/journal && ln -s "$0" /run/systemd/journal/socket && exec "$@"'
 )
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root for a private mount namespace")
-@pytest.mark.skipif(not shutil.which("unshare") or not os.path.isdir("/run/systemd"), reason="needs unshare(1)")
+@pytest.mark.skipif(not shutil.which("unshare"), reason="needs unshare(1)")
 def test_a_full_journal_socket_never_delays_an_answer(reaper: Reaper, workdir: Path) -> None:
     """journald is slow: its socket's queue is full.  The holder (logging to
     the journal, as under systemd) drops the line, answers at once, and says

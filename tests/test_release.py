@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import threading
@@ -21,6 +22,7 @@ from pathlib import Path
 import pytest
 from helpers import (
     PORTRELEASE,
+    ROOT,
     Reaper,
     alive,
     child_env,
@@ -321,9 +323,13 @@ def test_request_from_another_user_is_refused(reaper: Reaper) -> None:
             os.setresgid(NOBODY, NOBODY, NOBODY)
             os.setresuid(NOBODY, NOBODY, NOBODY)
 
+        # nobody may not read the checkout (a clone in /root, mode 0700 on
+        # Debian): a copy of the package it can read.
+        lib = workdir / "lib"
+        shutil.copytree(ROOT / "portreserve", lib / "portreserve", ignore=shutil.ignore_patterns("__pycache__"))
         result = subprocess.run(
             ["/usr/bin/python3", *PORTRELEASE[1:], "--socket", str(workdir / "ctl"), "web"],
-            env=child_env(),
+            env=child_env(PYTHONPATH=str(lib)),
             preexec_fn=become_nobody,
             capture_output=True,
             text=True,
