@@ -314,6 +314,9 @@ class Holder:
         and nothing would ever release it; portrelease no longer knows the
         name.  Let go of them and stop their units."""
         self.refresh_owners()
+        self._drop_unowned()
+
+    def _drop_unowned(self) -> None:
         if self.owners_source is None or not self.owners_known:
             return
         owned = {p for ports in self.owners.values() for p in ports}
@@ -461,6 +464,11 @@ class Holder:
             return self.answer(address, protocol.Reply.refused("malformed request"))
         if name == protocol.STATUS:
             return self.answer(address, protocol.Reply.held(sorted(self.held)))
+        if address is not None and any(r.address == address and r.name == name for r in self.requests):
+            # portrelease asks again every second until answered: the same
+            # request, not a new one (that would probe afresh, F14, and reset
+            # the stop tries).
+            return
         request = Request(name, address, who, time.monotonic() + REQUEST_DEADLINE)
         self.requests.append(request)
         self.dirty = True
@@ -507,7 +515,6 @@ class Holder:
             for unit in request.units:
                 self.stop_tries.pop(unit, None)
                 self.stop(unit)
-        self.dirty = True
 
     # -- answering -----------------------------------------------------------
 
@@ -537,8 +544,8 @@ class Holder:
         now = time.monotonic()
         waiting = False
         busy: set[Port] = set()  # probed in this round, not bindable: probed once
-        if not self.owners_known and self.refresh_owners() and self.synced:
-            self.drop_orphans()  # skipped at the sync, the owners being unknown then
+        if not self.owners_known:
+            self.refresh_owners()
         for request in list(self.requests):
             if request.ports is None:
                 if self.owners_known:
@@ -645,8 +652,14 @@ class Holder:
         if self.owners_source is not None:
             found = self.owners_source()
             if found is not None:
+                first = not self.owners_known
                 self.owners = found
                 self.owners_known = True
+                if first and self.synced:
+                    # The sync with the manager skipped the orphans, the
+                    # owners being unknown then: whoever reads the map first
+                    # (a request, or progress()) drops them now.
+                    self._drop_unowned()
         return self.owners_known
 
     # -- main loop -----------------------------------------------------------

@@ -323,16 +323,21 @@ def test_a_name_that_waited_in_vain_for_the_map_is_refused_at_the_deadline(workd
     control.close()
 
 
-def test_orphans_skipped_at_the_sync_are_dropped_once_the_map_is_read(workdir: Path) -> None:
+@pytest.mark.parametrize("reader", ["progress", "request"])
+def test_orphans_skipped_at_the_sync_are_dropped_once_the_map_is_read(workdir: Path, reader: str) -> None:
     """The first sync with PID 1 came while the map was missing (orphans
-    skipped); the map read later, for a waiting request, says nobody owns the
-    port: it is dropped then, not at some later reload."""
+    skipped); the map read later, by the check round or by a request that
+    came first, says nobody owns the port: it is dropped then, not at some
+    later reload."""
     holder, control, port = _in_process_holder_without_a_map(workdir)
     holder.synced = True  # as after _on_units_listed(), which skipped the orphans
     holder.drop_orphans()
     assert set(holder.held) == {port}
     write_map(workdir / "gen", {"other": []})
-    holder.progress()
+    if reader == "progress":
+        holder.progress()
+    else:
+        holder.handle(b"other", Credentials(os.getpid(), os.getuid(), os.getgid()), None, False)
     assert set(holder.held) == set()
     holder.close()
     control.close()
