@@ -212,15 +212,15 @@ class Release:
             self.report(name, wanted[name], replies.get(name))
         return self.status
 
-    def all_free(self, ports: list[Port], fresh: bool = False) -> bool:
+    def all_free(self, ports: list[Port]) -> bool:
         """Could a fresh socket bind every one of these ports?  TCP by a probe
         (with SO_REUSEADDR and no listen(), it cannot disturb systemd binding
         the same port); UDP from /proc, since a UDP probe could: a reservation
         starting at that moment would fail (docs/design.md F14).  /proc is
-        read once per run, or again when `fresh`."""
+        read once, and again after self.udp_in_use is set to None."""
         udp = [p for p in ports if p[1] == "udp"]
         if udp:
-            if self.udp_in_use is None or fresh:
+            if self.udp_in_use is None:
                 self.udp_in_use = net.udp_ports_in_use()
             if any(number in self.udp_in_use for number, _proto in udp):
                 return False
@@ -235,7 +235,8 @@ class Release:
             return
         if reply is None:
             # No answer in time: the ports themselves say whether it worked.
-            busy = [p for p in ports if not net.bindable(p, self.ipv6)]
+            self.udp_in_use = None
+            busy = [p for p in ports if not self.all_free([p])]
             if not busy:
                 self.say(f"{name}: released {self.ports_text(ports)} (the holder did not answer)")
                 return
@@ -271,12 +272,12 @@ class Release:
             self.say(f"{name}: released {self.ports_text(sorted(freed))}{more}")
 
     def ask(
-        self, asks: list[str], settle: Callable[[str], protocol.Reply | None] | None = None
+        self, asks: list[str], settle: Callable[[list[str]], dict[str, protocol.Reply]] | None = None
     ) -> dict[str, protocol.Reply | str | None] | None:
         """One request per name, all at once; {name: reply, error text, or
         None for no answer in time}; None when no holder can be reached.
-        settle: asked about each name still without an answer, from
-        OLD_HOLDER_GRACE on; a reply it returns ends the wait for that name
+        settle: asked, from OLD_HOLDER_GRACE on, about the names still
+        without an answer; a reply it returns for one ends the wait for it
         (a holder that never answers, whose ports are free)."""
         replies: dict[str, protocol.Reply | str | None] = dict.fromkeys(asks)
         open_: dict[int, tuple[str, socket.socket]] = {}
@@ -336,10 +337,10 @@ class Release:
                     replies[name] = reply
                 if settle is not None and time.monotonic() - started >= OLD_HOLDER_GRACE:
                     # After the answers that came: an answer beats a guess.
+                    settled = settle([name for name, _sock in open_.values()])
                     for fd, (name, sock) in list(open_.items()):
-                        settled = settle(name)
-                        if settled is not None:
-                            replies[name] = settled
+                        if name in settled:
+                            replies[name] = settled[name]
                             del open_[fd]
                             sock.close()
         finally:
@@ -391,7 +392,7 @@ class Release:
         ports = sorted({p for ps in wanted.values() for p in ps})
         units = [names.socket_unit(*p) for p in ports]
         try:
-            shown = spawn.show(self.user, units, ["ActiveState"])
+            shown = spawn.show(self.user, units, ["ActiveState"], deadline=self.deadline)
         except spawn.CommandError as e:
             self.fail(str(e))
             return self.status
@@ -400,7 +401,7 @@ class Release:
             try:
                 # --no-block: a job PID 1 is slow to run must not outlast
                 # --timeout; the wait below is bounded by it.
-                spawn.systemctl(self.user, "stop", "--no-block", "--", *active)
+                spawn.systemctl(self.user, "stop", "--no-block", "--", *active, deadline=self.deadline)
             except spawn.CommandError as e:
                 # That is the answer (systemctl said why): waiting to the
                 # deadline for ports nothing is freeing would only repeat it.
@@ -448,16 +449,15 @@ class Release:
                 config_ports = self.configured_ports()
             return config_ports.get(name)
 
-        def settle(name: str) -> protocol.Reply | None:
-            ports = configured(name)
-            if ports is not None and self.all_free(ports, fresh=True):
-                return protocol.Reply.outcomes(dict.fromkeys(ports, protocol.FREE))
-            return None
+        def settle(waiting: list[str]) -> dict[str, protocol.Reply]:
+            self.udp_in_use = None  # /proc read once per look, for every name
+            free = {n: ports for n in waiting if (ports := configured(n)) is not None and self.all_free(ports)}
+            return {n: protocol.Reply.outcomes(dict.fromkeys(ports, protocol.FREE)) for n, ports in free.items()}
 
         asks = list(dict.fromkeys(self.opts.names))
         replies = self.ask(asks, settle)
         if replies is None:
-            if paths.manager_runs(self.user) and self.opts.socket is None:
+            if self.opts.socket is None and paths.manager_runs(self.user):
                 # No map and no control socket under a service manager: PID 1
                 # rewriting the map (F18) with portreserve.socket stopped.  The
                 # configuration says which units to stop.

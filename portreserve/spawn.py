@@ -9,21 +9,25 @@ from __future__ import annotations
 
 import os
 import select
+import time
 
 
 class CommandError(Exception):
     """A command that could not run (status None) or exited non-zero; detail:
     why it could not run, or its stderr when it was kept."""
 
-    def __init__(self, argv: list[str], status: int | None, detail: str = "") -> None:
+    def __init__(self, argv: list[str], status: int | None, detail: str = "", waited: float | None = None) -> None:
         super().__init__(argv, status, detail)
         self.argv, self.status, self.detail = argv, status, detail
+        self.waited = waited  # set when it was stopped for not ending in time
 
     def __str__(self) -> str:
         program = os.path.basename(self.argv[0])
+        verb = next((a for a in self.argv[1:] if not a.startswith("-")), "")
+        if self.waited is not None:
+            return f"{program} {verb}".rstrip() + f" did not end within {self.waited:.1f} s"
         if self.status is None:
             return f"cannot run {program}: {self.detail}"
-        verb = next((a for a in self.argv[1:] if not a.startswith("-")), "")
         how = f"killed by signal {-self.status}" if self.status < 0 else f"exit status {self.status}"
         text = f"{program} {verb}".rstrip() + f" failed ({how})"
         return f"{text}: {self.detail}" if self.detail else text
@@ -37,9 +41,12 @@ def find_program(name: str) -> str:
     return name
 
 
-def run(argv: list[str], stdout: bool = False, stderr: bool = False) -> str:
+def run(argv: list[str], stdout: bool = False, stderr: bool = False, deadline: float | None = None) -> str:
     """Run a command with stdin closed; its stdout when asked for (else ours).
-    stderr=True keeps its stderr for the CommandError (else it goes to ours)."""
+    stderr=True keeps its stderr for the CommandError (else it goes to ours).
+    deadline (time.monotonic()): past it the command is killed and
+    CommandError raised (systemctl waits for PID 1, which answers nothing
+    while it reloads)."""
     actions: list[tuple[int, ...] | tuple[int, int, str, int, int]] = [
         (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)
     ]
@@ -58,18 +65,29 @@ def run(argv: list[str], stdout: bool = False, stderr: bool = False) -> str:
     finally:
         for write_end in pipes.values():
             os.close(write_end)
+    started = time.monotonic()
     out = {fd: b"" for fd in pipes}
-    open_ = list(pipes)
-    # Both pipes at once: a child blocked writing one of them never exits.
-    while open_:
-        readable, _, _ = select.select(open_, [], [])
-        for fd in readable:
-            chunk = os.read(fd, 65536)
-            if chunk:
-                out[fd] += chunk
-            else:
-                open_.remove(fd)
-                os.close(fd)
+    # Both pipes at once (a child blocked writing one of them never exits),
+    # and the child's end (its pidfd).
+    exited = os.pidfd_open(pid)
+    open_ = [*pipes, exited]
+    try:
+        while open_:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                os.kill(pid, 9)  # not reaped yet: the pid is still ours
+                os.waitpid(pid, 0)
+                raise CommandError(argv, None, waited=time.monotonic() - started)
+            readable, _, _ = select.select(open_, [], [], left)
+            for fd in readable:
+                chunk = b"" if fd == exited else os.read(fd, 65536)
+                if chunk:
+                    out[fd] += chunk
+                else:
+                    open_.remove(fd)
+    finally:
+        for fd in (*pipes, exited):
+            os.close(fd)
     _, wait_status = os.waitpid(pid, 0)
     status = os.waitstatus_to_exitcode(wait_status)
     texts = [out[fd].decode("utf-8", "replace") for fd in pipes]
@@ -80,19 +98,21 @@ def run(argv: list[str], stdout: bool = False, stderr: bool = False) -> str:
     return out_text
 
 
-def systemctl(user: bool, *args: str, stdout: bool = False, stderr: bool = False) -> str:
+def systemctl(user: bool, *args: str, stdout: bool = False, stderr: bool = False, deadline: float | None = None) -> str:
     """`systemctl [--user] --no-ask-password ARGS`; raises CommandError."""
-    return run(["systemctl", *(["--user"] if user else []), "--no-ask-password", *args], stdout, stderr)
+    return run(["systemctl", *(["--user"] if user else []), "--no-ask-password", *args], stdout, stderr, deadline)
 
 
-def show(user: bool, units: list[str], properties: list[str], *options: str) -> dict[str, dict[str, str]]:
+def show(
+    user: bool, units: list[str], properties: list[str], *options: str, deadline: float | None = None
+) -> dict[str, dict[str, str]]:
     """`systemctl show` for many units in one call: {unit: {property: value}}.
     options: e.g. --timestamp=unix.  Raises CommandError, with systemctl's
     complaint in it (not on our stderr: `status -q` says nothing)."""
     if not units:
         return {}
     argv = ["show", *options, f"--property=Id,{','.join(properties)}", "--", *units]
-    output = systemctl(user, *argv, stdout=True, stderr=True)
+    output = systemctl(user, *argv, stdout=True, stderr=True, deadline=deadline)
     shown: dict[str, dict[str, str]] = {}
     for block in output.split("\n\n"):
         props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)

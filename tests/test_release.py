@@ -558,18 +558,20 @@ def test_wait_counts_a_port_busy_on_one_family_as_busy(family: int) -> None:
 # -- no control socket: portrelease stops the units itself ---------------------------------
 
 
-def fake_systemctl(directory: Path, units: list[str], stop_status: int) -> dict[str, str]:
+def fake_systemctl(directory: Path, units: list[str], stop_status: int, show_hangs: bool = False) -> dict[str, str]:
     """The environment for a systemctl in PATH that shows `units` active and
     whose stop exits with stop_status, saying why on stderr as the real one does
     (stop_status 0: it queues the job and returns only with --no-block, else it
-    hangs as behind a PID 1 that never runs the job)."""
+    hangs as behind a PID 1 that never runs the job).  show_hangs: its show
+    never answers (PID 1 reloading)."""
     bindir = directory / "bin"
     bindir.mkdir()
     script = bindir / "systemctl"
     script.write_text(
         "#!/bin/sh\n"
         'case " $* " in\n'
-        "*' show '*) for u in $FAKE_UNITS; do printf 'Id=%s\\nActiveState=active\\n\\n' \"$u\"; done ;;\n"
+        "*' show '*) [ -n \"$FAKE_SHOW_HANGS\" ] && exec sleep 600\n"
+        "    for u in $FAKE_UNITS; do printf 'Id=%s\\nActiveState=active\\n\\n' \"$u\"; done ;;\n"
         "*' stop --no-block '*) [ \"$FAKE_STOP\" = 0 ] && exit 0\n"
         "    echo 'Failed to stop units: Access denied' >&2; exit \"$FAKE_STOP\" ;;\n"
         "*' stop '*) [ \"$FAKE_STOP\" = 0 ] && exec sleep 600\n"
@@ -578,7 +580,12 @@ def fake_systemctl(directory: Path, units: list[str], stop_status: int) -> dict[
     )
     script.chmod(0o755)
     path = f"{bindir}:{os.environ.get('PATH', '/usr/bin:/bin')}"
-    return {"PATH": path, "FAKE_UNITS": " ".join(units), "FAKE_STOP": str(stop_status)}
+    return {
+        "PATH": path,
+        "FAKE_UNITS": " ".join(units),
+        "FAKE_STOP": str(stop_status),
+        "FAKE_SHOW_HANGS": "1" if show_hangs else "",
+    }
 
 
 @pytest.mark.parametrize("source", ["map", "configuration"])
@@ -625,10 +632,29 @@ def test_a_stop_job_pid1_never_runs_does_not_outlast_the_timeout(workdir: Path) 
     env.update(fake_systemctl(workdir, [f"portreserve-{port}-tcp.socket"], stop_status=0))
     try:
         started = time.monotonic()
-        result = portrelease("--user", "-t", "1", "web", env=env, timeout=700)
+        result = portrelease("--user", "-t", "1", "web", env=env, timeout=60)
         elapsed = time.monotonic() - started
     finally:
         socks["tcp"].close()
     assert result.returncode == 1, result.stderr
     assert f"{port}/tcp is still in use after 1 s" in result.stderr
-    assert elapsed < 300  # the fake's blocking stop would have taken 600 s
+    assert elapsed < 30  # the fake's blocking stop would have taken 600 s
+
+
+def test_a_systemctl_pid1_does_not_answer_does_not_outlast_the_timeout(workdir: Path) -> None:
+    """No control socket, and PID 1 answers nothing (a daemon-reload, F18):
+    systemctl show waits for it; portrelease stops waiting at its --timeout
+    and says why."""
+    ((port, socks),) = systemd_sockets(1)
+    gen, _ctl, env = user_runtime(workdir)
+    write_map(gen, {"web": [(port, "tcp")]})
+    env.update(fake_systemctl(workdir, [f"portreserve-{port}-tcp.socket"], stop_status=0, show_hangs=True))
+    try:
+        started = time.monotonic()
+        result = portrelease("--user", "-t", "1", "web", env=env, timeout=60)
+        elapsed = time.monotonic() - started
+    finally:
+        socks["tcp"].close()
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith("portrelease: systemctl show did not end within "), result.stderr
+    assert elapsed < 30  # the fake's show would have taken 600 s

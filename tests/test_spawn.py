@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -49,6 +51,7 @@ def test_large_output_on_both_pipes_does_not_deadlock() -> None:
     # timeout instead of stalling the suite.
     code = f"""
 import sys
+import time
 sys.path.insert(0, {str(REPO)!r})
 from portreserve import spawn
 script = "head -c 300000 /dev/zero | tr '\\\\0' e >&2; head -c 300000 /dev/zero | tr '\\\\0' o"
@@ -81,3 +84,37 @@ def test_a_command_killed_by_a_signal_says_so() -> None:
         spawn.run(["sh", "-c", "kill -TERM $$"])
     assert e.value.status == -15
     assert str(e.value).endswith("failed (killed by signal 15)")  # not "exit status -15"
+
+
+@pytest.mark.parametrize("piped", [True, False])
+def test_a_command_past_its_deadline_is_killed_and_said_so(tmp_path: Path, piped: bool) -> None:
+    """systemctl waits for PID 1, which answers nothing while it reloads
+    (docs/design.md F18): past the caller's deadline the command is killed
+    (and reaped), whether or not its output is read."""
+    fake = tmp_path / "systemctl"
+    fake.write_text("#!/bin/sh\necho partial\nexec sleep 600\n")
+    fake.chmod(0o755)
+    before = set(children())  # an earlier test's child not reaped yet is not this one
+    with pytest.raises(spawn.CommandError) as e:
+        spawn.run([str(fake), "show"], stdout=piped, stderr=piped, deadline=time.monotonic() + 0.5)
+    assert e.value.waited is not None and e.value.waited > 0
+    assert str(e.value).startswith("systemctl show did not end within ")
+    assert set(children()) - before == set(), "killed and reaped"
+
+
+def children() -> list[int]:
+    """The pids whose parent is this process."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid():
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_a_command_that_ends_in_time_is_not_disturbed_by_its_deadline() -> None:
+    out = spawn.run(["sh", "-c", "echo out"], stdout=True, deadline=time.monotonic() + 600)
+    assert out == "out\n"
