@@ -305,6 +305,25 @@ def _in_process_holder_without_a_map(workdir: Path) -> tuple[HolderState, socket
     return holder, control, (port, "tcp")
 
 
+def test_a_request_sent_again_while_it_waits_is_the_same_request(workdir: Path) -> None:
+    """portrelease asks again every second until answered: from the same
+    client, for the same name, that is the waiting request, not a new one
+    (which would probe the port afresh and reset the stop tries); another
+    client's request for the name is its own."""
+    [(port, socks)] = systemd_sockets(1, ("tcp",))
+    write_map(workdir / "gen", {"a": [(port, "tcp")]})
+    holder = holder_from_systemd({}, str(workdir / "gen"), None)
+    pid1_copy = socks["tcp"].dup()  # keeps the port bound: the request waits
+    holder.hold(socks["tcp"], (port, "tcp"))
+    me = Credentials(os.getpid(), os.getuid(), os.getgid())
+    with Client(workdir / "c1") as first, Client(workdir / "c2") as second:
+        for client in (first, first, first, second):
+            holder.handle(b"a", me, client.sock.getsockname(), False)
+        assert [r.address for r in holder.requests] == [first.sock.getsockname(), second.sock.getsockname()]
+    holder.close()
+    pid1_copy.close()
+
+
 def test_a_name_that_waited_in_vain_for_the_map_is_refused_at_the_deadline(workdir: Path) -> None:
     """The map never comes back (say, the generator was removed): the request
     ends with a reason, and the port stays held (nothing was released)."""
