@@ -63,10 +63,9 @@ from .units import GENERATOR, Scope
 # at every boot (tests/test_generator_imports.py holds it to its allow-list).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Sequence
+    from collections.abc import Iterable, Sequence
 
     StrPath = str | os.PathLike[str]
-    Log = Callable[[int, str], None]
 
 # The file name of the drop-in: the name the README's hand-written drop-in
 # always had, so a host that followed it keeps exactly one release per start
@@ -80,8 +79,6 @@ AUTOMATIC, MANUAL = "automatic", "manual"
 # Our own units never get a drop-in: a holder releasing before it starts, or a
 # grouping unit releasing itself, would undo the reservation.
 OWN_PREFIX = "portreserve"
-
-LOG_WARNING = 4
 
 
 # -- configuration ------------------------------------------------------------------
@@ -320,13 +317,15 @@ def render_dropin(unit: str, reservations: Sequence[Reservation], scope: Scope) 
 
 
 def generate(
-    reservations: Iterable[Reservation], scope: Scope, settings: Iterable[StrPath], log: Log
-) -> dict[str, str]:
-    """The drop-ins, as {path relative to the output directory: text};
-    settings: the settings files (Config.settings)."""
+    reservations: Iterable[Reservation], scope: Scope, settings: Iterable[StrPath]
+) -> tuple[dict[str, str], list[ConfigError]]:
+    """The drop-ins, as {path relative to the output directory: text}, and the
+    problems of the settings and directive lines (the generator reports them
+    with the configuration's, under the same limit); settings: the settings
+    files (Config.settings)."""
     planner = Planner(scope, settings)
-    # A name without a valid port has nothing to release.
-    plan = planner.plan(r for r in reservations if r.ports)
-    for error in planner.errors:
-        log(LOG_WARNING, str(error))
-    return {f"{unit}.d/{DROPIN}": render_dropin(unit, owners, scope) for unit, owners in plan.items()}
+    # A name without a valid port has nothing to release; with no such name,
+    # the unit search path is not even listed.
+    wanted = [r for r in reservations if r.ports]
+    plan = planner.plan(wanted) if wanted else {}
+    return {f"{unit}.d/{DROPIN}": render_dropin(unit, owners, scope) for unit, owners in plan.items()}, planner.errors

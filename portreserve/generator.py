@@ -131,13 +131,15 @@ def run(
     config: Config,
     log: Logger,
 ) -> int:
-    report(config, log)
-    files, links = generate(config, scope)
     # Zero-step opt-in: NAME.service (and NAME.socket when it binds one of the
     # name's ports) gets a drop-in that releases NAME (dropins.py).
     from . import dropins
 
-    files.update(dropins.generate(config.reservations, scope, config.settings, log))
+    dropin_files, dropin_errors = dropins.generate(config.reservations, scope, config.settings)
+    config.errors.extend(dropin_errors)
+    report(config, log)
+    files, links = generate(config, scope)
+    files.update(dropin_files)
     if outdir is None:
         stdout = sys.stdout
         for rel, text in files.items():

@@ -269,6 +269,22 @@ def test_a_huge_line_is_quoted_short_in_the_log(tmp_path: Path) -> None:
 MEMORY = 600 << 20
 
 
+def test_bad_directive_lines_are_logged_up_to_the_same_cap(tmp_path: Path) -> None:
+    """The drop-in directives' problems count with the configuration's: the
+    same cap on the kernel log (they were logged one line each, 300 lines
+    here; a 1 MiB file of them, 55 000 at every boot), and --print says 1 as
+    portreserve check does (it said 0)."""
+    text = "".join(f"# portreserve: x={i}\n" for i in range(300)) + "700/tcp\n"
+    result, out = generate(tmp_path, {"bad": text})
+    assert result.returncode == 0
+    lines = result.stderr.splitlines()
+    assert len(lines) == 101, lines[:3]
+    assert lines[-1] == "portreserve-generator: 200 more problems not shown; see `portreserve check`"
+    assert sockets(out) == ["portreserve-700-tcp.socket"]
+    printed = run_generator("--print", "--config-dir", tmp_path / "etc", "--services", services_file(tmp_path))
+    assert printed.returncode == 1
+
+
 def test_huge_sparse_config_file_is_read_up_to_the_cap(tmp_path: Path) -> None:
     """4 GB of zeros after a good line: round 1 read it whole (16.8 GB RSS)."""
     directory = etc(tmp_path, {"big": "631/tcp\n"})
