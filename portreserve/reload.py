@@ -13,7 +13,7 @@ import argparse
 import sys
 
 from . import names, net, spawn
-from .status import EXIT_FAILED, EXIT_OK, InUse, loaded_map, not_active, show, socket_state, timestamp
+from .status import EXIT_FAILED, EXIT_OK, in_use, loaded_map, looked_at, show, socket_state, timestamp
 
 
 def run_reload(args: argparse.Namespace) -> int:
@@ -53,8 +53,8 @@ def reload(args: argparse.Namespace) -> int:
     after = show(args.user, [*(groups[n] for n in new), *sockets])
     result = EXIT_OK
     kept = [n for n in sorted(loaded) if n not in new and loaded[n]]
-    in_use = InUse(p for n in kept for p in loaded[n] if not_active(before, p))
-    states = {n: [socket_state(n, p, before, in_use) for p in loaded[n]] for n in kept}
+    taken = in_use(p for n in kept for p in loaded[n] if looked_at(before, p))
+    states = {n: [socket_state(n, p, before, taken) for p in loaded[n]] for n in kept}
     active = [n for n in kept if any(s.state == "held" for s in states[n])]
     failed = [n for n in kept if n not in active and any(s.state == "failed" for s in states[n])]
     if active:
@@ -67,12 +67,12 @@ def reload(args: argparse.Namespace) -> int:
         print(f"{name}: failed earlier, left alone: {why} (retry: systemctl restart {groups[name]})")
     for name in empty:
         print(f"{name}: nothing to reserve (no valid entries)")
-    in_use_after = InUse(p for n in new for p in loaded[n] if not_active(after, p))
+    taken_after = in_use(p for n in new for p in loaded[n] if looked_at(after, p))
     for name in sorted(new):
         ports = " ".join(map(net.port_text, loaded[name]))
         problems = []
         for port in loaded[name]:
-            state = socket_state(name, port, after, in_use_after)
+            state = socket_state(name, port, after, taken_after)
             if state.state != "held":
                 problems.append(f"{net.port_text(port)} {state.state}" + (f" ({state.detail})" if state.detail else ""))
         if problems:

@@ -112,31 +112,21 @@ def describe(taken_by: list[Holder]) -> str:
     return ", ".join(f"{h.process} (pid {h.pid}{', ' + h.unit if h.unit else ''})" for h in taken_by)
 
 
-def not_active(shown: dict[str, dict[str, str]], port: Port) -> bool:
-    """The port's socket unit is not active (what `systemctl show` said)."""
-    return shown.get(names.socket_unit(*port), {}).get("ActiveState") != "active"
+def looked_at(shown: dict[str, dict[str, str]], port: Port) -> bool:
+    """Whether socket_state() asks who has the port: its unit is loaded, and
+    failed or inactive (as `systemctl show` said)."""
+    props = shown.get(names.socket_unit(*port), {})
+    return props.get("LoadState") == "loaded" and props.get("ActiveState") in ("failed", "inactive")
 
 
-class InUse:
-    """Who has each of these ports bound now (None: free), found the first
-    time one is asked about: one bind probe per port, then one pass over
-    /proc for all the bound ones (not one pass per port)."""
-
-    def __init__(self, ports: Iterable[Port]) -> None:
-        self.ports = list(dict.fromkeys(ports))
-        self.found: dict[Port, list[Holder] | None] | None = None
-
-    def __call__(self, port: Port) -> list[Holder] | None:
-        if self.found is None or port not in self.found:
-            ipv6 = net.has_ipv6()
-            ports = self.ports if self.found is None else [port]
-            busy = [p for p in ports if not net.bindable(p, ipv6)]
-            pids = net.who_holds_many(busy) if busy else {}
-            found = dict.fromkeys(ports, None) | {
-                p: [Holder(pid, comm, unit_of_pid(pid)) for pid, comm in pids[p]] for p in busy
-            }
-            self.found = found if self.found is None else self.found | found
-        return self.found[port]
+def in_use(ports: Iterable[Port]) -> dict[Port, list[Holder]]:
+    """Who has each of these ports bound now; a port free now is not in it.
+    One bind probe per port, then one pass over /proc for all the bound ones
+    (not one pass per port)."""
+    ipv6 = net.has_ipv6()
+    busy = [p for p in dict.fromkeys(ports) if not net.bindable(p, ipv6)]
+    pids = net.who_holds_many(busy) if busy else {}
+    return {p: [Holder(pid, comm, unit_of_pid(pid)) for pid, comm in pids[p]] for p in busy}
 
 
 # -- the configuration as the generator sees it ---------------------------------
@@ -214,10 +204,10 @@ def systemd_report(args: argparse.Namespace, scope: str) -> Report:
         raise StatusError(str(e)) from None
 
     ports: list[PortState] = []
-    in_use = InUse(p for name in loaded for p in loaded[name] if not_active(shown, p))
+    taken = in_use(p for name in loaded for p in loaded[name] if looked_at(shown, p))
     for name in sorted(loaded.keys() | wanted.keys()):
         for port in loaded.get(name, []):
-            ports.append(socket_state(name, port, shown, in_use))
+            ports.append(socket_state(name, port, shown, taken))
         for port in wanted.get(name, []):
             if port not in loaded.get(name, []):
                 ports.append(PortState(name, port, "pending", detail=f"not loaded yet: {RELOAD_COMMAND}"))
@@ -238,7 +228,8 @@ def released_by(args: argparse.Namespace, config: Config) -> dict[str, tuple[tup
     return found
 
 
-def socket_state(name: str, port: Port, shown: dict[str, dict[str, str]], port_in_use: InUse) -> PortState:
+def socket_state(name: str, port: Port, shown: dict[str, dict[str, str]], taken: dict[Port, list[Holder]]) -> PortState:
+    """taken: who has the ports looked_at() chose, bound now (in_use())."""
     unit = names.socket_unit(*port)
     props = shown.get(unit, {})
     # The name's grouping unit: started at boot or by a reload even when this
@@ -256,26 +247,26 @@ def socket_state(name: str, port: Port, shown: dict[str, dict[str, str]], port_i
         state.state, state.since = "held", entered
     elif active == "failed":
         state.state, state.since = "failed", left
-        in_use = port_in_use(port)
-        state.taken_by = in_use or []
-        why = f"taken by {describe(in_use)}" if in_use is not None else "port is free now"
+        holders = taken.get(port)
+        state.taken_by = holders or []
+        why = f"taken by {describe(holders)}" if holders is not None else "port is free now"
         state.detail = f"{props.get('Result', 'failed')}; {why}"
     elif active == "inactive" and entered is None and not group_started:
         # Loaded by a daemon-reload but never started since boot.
         state.state, state.since = "pending", left
         state.detail = f"never started: {RELOAD_COMMAND}"
-        in_use = port_in_use(port)
-        if in_use is not None:
-            state.taken_by = in_use
-            state.detail += f"; in use by {describe(in_use)}"
+        holders = taken.get(port)
+        if holders is not None:
+            state.taken_by = holders
+            state.detail += f"; in use by {describe(holders)}"
     elif active == "inactive":
         state.state, state.since = "released", left
         if entered is None:
             state.detail = "never held"
-        in_use = port_in_use(port)
-        if in_use is not None:
-            state.taken_by = in_use
-            state.detail = ", ".join(filter(None, [state.detail, f"in use by {describe(in_use)}"]))
+        holders = taken.get(port)
+        if holders is not None:
+            state.taken_by = holders
+            state.detail = ", ".join(filter(None, [state.detail, f"in use by {describe(holders)}"]))
     return state
 
 
@@ -289,7 +280,7 @@ def standalone_report(args: argparse.Namespace, scope: str) -> Report:
     except (OSError, TimeoutError):
         held = {}
     ports: list[PortState] = []
-    port_in_use = InUse(p for ps in config.ports_by_name().values() for p in ps if p not in held)
+    taken = in_use(p for ps in config.ports_by_name().values() for p in ps if p not in held)
     for reservation in config.reservations:
         for p in reservation.ports:
             port = (p.number, str(p.proto))
@@ -297,9 +288,9 @@ def standalone_report(args: argparse.Namespace, scope: str) -> Report:
                 ports.append(PortState(reservation.name, port, "held"))
             else:
                 state = PortState(reservation.name, port, "released")
-                in_use = port_in_use(port)
-                if in_use is not None:
-                    state.taken_by, state.detail = in_use, f"in use by {describe(in_use)}"
+                holders = taken.get(port)
+                if holders is not None:
+                    state.taken_by, state.detail = holders, f"in use by {describe(holders)}"
                 ports.append(state)
     empty = sorted(r.name for r in config.reservations if not r.ports)
     return Report(scope, "standalone", ports, empty, [])

@@ -314,3 +314,60 @@ def test_who_holds_many_ports_is_one_pass_over_proc(
         (port, "released", [os.getpid()]) for port in ports
     ]
     assert scans.count("/proc") == 1
+
+
+def test_under_systemd_only_released_or_failed_ports_are_probed_in_one_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """systemd_report: four released ports in use by this process are named
+    from one scan of /proc; the port of a socket that is starting is not
+    probed at all (a bind while systemd binds it fails its unit, F14)."""
+    from portreserve import cli, net
+
+    ports = free_ports(5, ("tcp",))
+    runtime = tmp_path / "run"
+    (runtime / "systemd").mkdir(parents=True)
+    (runtime / "systemd" / "private").touch()  # a user manager runs
+    write_map(runtime / "systemd" / "generator", {f"n{i}": [(p, "tcp")] for i, p in enumerate(ports)})
+    cfg = write_config(tmp_path / "cfg", {f"n{i}": f"{p}/tcp\n" for i, p in enumerate(ports)})
+    starting = f"portreserve-{ports[4]}-tcp.socket"
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "systemctl").write_text(
+        "#!/bin/sh\n"
+        'for unit; do case "$unit" in\n'
+        f"  {starting}) printf 'Id=%s\\nLoadState=loaded\\nActiveState=activating\\n\\n' \"$unit\";;\n"
+        "  *.socket) printf 'Id=%s\\nLoadState=loaded\\nActiveState=inactive\\n"
+        "ActiveEnterTimestamp=@1764652621\\n\\n' \"$unit\";;\n"
+        "esac; done\n"
+    )
+    (bindir / "systemctl").chmod(0o755)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ.get('PATH', '/usr/bin:/bin')}")
+    rivals = [socket.create_server(("", port)) for port in ports[:4]]
+    scans: list[str] = []
+    probed: list[tuple[int, str]] = []
+    real_scandir, real_bindable = os.scandir, net.bindable
+
+    def counting_scandir(path: str = ".") -> Iterator[os.DirEntry[str]]:
+        scans.append(os.fspath(path))
+        return real_scandir(path)
+
+    def recording_bindable(port: tuple[int, str], ipv6: bool) -> bool:
+        probed.append(port)
+        return real_bindable(port, ipv6)
+
+    try:
+        monkeypatch.setattr(os, "scandir", counting_scandir)
+        monkeypatch.setattr(net, "bindable", recording_bindable)
+        status = cli.main(["status", "--user", "--config-dir", str(cfg), "--json", "--no-pager"])
+        monkeypatch.undo()
+    finally:
+        for rival in rivals:
+            rival.close()
+    document = json.loads(capsys.readouterr().out)
+    assert status == EXIT_OK, document
+    states = {p["port"]: (p["state"], [h["pid"] for h in p["taken_by"]]) for p in document["ports"]}
+    assert states == {**{p: ("released", [os.getpid()]) for p in ports[:4]}, ports[4]: ("activating", [])}
+    assert scans.count("/proc") == 1
+    assert sorted(probed) == sorted((p, "tcp") for p in ports[:4])
