@@ -19,7 +19,7 @@ DOCDIR ?= $(PREFIX)/share/doc/portreserve
 MANDIR ?= $(PREFIX)/share/man
 SYSCONFDIR ?= /etc
 # Where packages drop reservation files: read from /usr/lib/portreserve only
-# (config.SYSTEM_CONFIG_DIRS), so made only by an install into /usr.
+# (paths.SYSTEM_CONFIG_DIRS), so made only by an install into /usr.
 VENDORDIR ?= $(if $(filter /usr,$(PREFIX)),$(PREFIX)/lib/portreserve)
 # no: leave byte-compiling to the package manager (dh_python3, rpm's brp scripts)
 COMPILE ?= yes

@@ -43,7 +43,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     group.add_argument("--system", dest="user", action="store_false", help="the system's reservations")
     config = argparse.ArgumentParser(add_help=False)
     config.add_argument("--config-dir", action="append", help="configuration directory (repeatable, later wins)")
-    config.add_argument("--services", default="/etc/services", help="services(5) file (default /etc/services)")
+    config.add_argument("--services", default=paths.SERVICES_FILE, help="services(5) file (default %(default)s)")
     config.add_argument("--socket", help="control socket path")
     config.add_argument(
         "--generator-dir", help="under systemd: where the generator wrote its map (default: the manager's)"
@@ -94,7 +94,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="read this directory instead of the defaults (repeatable, later wins)",
     )
     check.add_argument(
-        "--services-file", metavar="FILE", default="/etc/services", help="services(5) file (default /etc/services)"
+        "--services-file", metavar="FILE", default=paths.SERVICES_FILE, help="services(5) file (default %(default)s)"
     )
     check.add_argument("--json", action="store_true", help="a JSON list of {file, line, message, severity}")
     sub.add_parser(

@@ -130,10 +130,6 @@ def who_holds_many(ports: list[tuple[int, str]]) -> dict[tuple[int, str], list[t
     return found
 
 
-def who_holds(port: tuple[int, str]) -> list[tuple[int, str]]:
-    return who_holds_many([port])[port]
-
-
 def describe(holders: list[tuple[int, str]]) -> str:
     if not holders:
         return "held by an unknown process"

@@ -338,7 +338,7 @@ def test_under_systemd_only_released_or_failed_ports_are_probed_in_one_pass(
         'for unit; do case "$unit" in\n'
         f"  {starting}) printf 'Id=%s\\nLoadState=loaded\\nActiveState=activating\\n\\n' \"$unit\";;\n"
         "  *.socket) printf 'Id=%s\\nLoadState=loaded\\nActiveState=inactive\\n"
-        "ActiveEnterTimestamp=@1764652621\\n\\n' \"$unit\";;\n"
+        'ActiveEnterTimestamp=@1764652621\\n\\n\' "$unit";;\n'
         "esac; done\n"
     )
     (bindir / "systemctl").chmod(0o755)
