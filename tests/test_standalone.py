@@ -399,6 +399,8 @@ def test_two_holders_started_at_once_leave_one_reachable_holder(reaper: Reaper, 
         errors = [p.stderr.read() for p in starts if p.stderr is not None]
         pids = pids_with_arg(str(sock))
         assert len(pids) == 1, (round_, outcomes, pids, errors)
+        assert outcomes == [0, 1], (round_, outcomes, errors)  # one holds, the other refuses
+        assert any("another holder is" in e for e in errors), (round_, errors)
         released = portrelease("--socket", str(sock), "-v", "alpha")
         assert f"released {ports['P1']}/tcp" in released.stdout, (round_, released.stdout, released.stderr, errors)
         assert wait_gone(pids[0], 10), round_
