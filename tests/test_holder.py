@@ -362,6 +362,25 @@ def test_orphans_skipped_at_the_sync_are_dropped_once_the_map_is_read(workdir: P
     control.close()
 
 
+def test_the_time_to_free_the_ports_counts_from_when_the_map_is_back(workdir: Path) -> None:
+    """A request that waited for the map past the holder's deadline for
+    freeing ports is not answered "busy" the moment it begins: freeing its
+    ports gets the whole REQUEST_DEADLINE from then on."""
+    [(port, socks)] = systemd_sockets(1, ("tcp",))
+    holder = holder_from_systemd({}, str(workdir / "gen"), None)
+    pid1_copy = socks["tcp"].dup()  # the port stays bound for a while after the release
+    holder.hold(socks["tcp"], (port, "tcp"))
+    holder.handle(b"a", Credentials(os.getpid(), os.getuid(), os.getgid()), None, False)
+    [request] = holder.requests
+    request.deadline = time.monotonic() - 1  # waited for the map that long
+    write_map(workdir / "gen", {"a": [(port, "tcp")]})
+    holder.progress()
+    assert holder.requests == [request] and request.outcomes == {}, "still freeing it, not busy"
+    assert request.deadline > time.monotonic()
+    holder.close()
+    pid1_copy.close()
+
+
 def test_no_orphans_are_dropped_while_the_owners_are_unknown(workdir: Path) -> None:
     """Without a map, "no name owns this port" is not known: nothing is
     dropped as an orphan (before, everything held was, at the first sync)."""
