@@ -588,6 +588,31 @@ def fake_systemctl(directory: Path, units: list[str], stop_status: int, show_han
     }
 
 
+def release_without_control_socket(
+    workdir: Path, timeout: str, source: str = "map", stop_status: int = 0, show_hangs: bool = False
+) -> tuple[int, subprocess.CompletedProcess[str], float]:
+    """`portrelease --user -t TIMEOUT web` with no control socket, against a
+    fake systemctl (fake_systemctl) and PID 1's copy of web's TCP port, which
+    nothing frees but a stop.  source: where web's port is read from, the
+    generator's map, or ("configuration") the configuration, with no map
+    under a running manager.  Returns (port, result, seconds it took)."""
+    ((port, socks),) = systemd_sockets(1)
+    if source == "map":
+        gen, _ctl, env = user_runtime(workdir)  # no control socket at _ctl
+        write_map(gen, {"web": [(port, "tcp")]})
+    else:
+        env = user_config(workdir, {"web": [f"{port}/tcp"]})
+        (workdir / "systemd").mkdir()
+        (workdir / "systemd" / "private").touch()  # a user manager runs; no generator output, no control socket
+    env.update(fake_systemctl(workdir, [f"portreserve-{port}-tcp.socket"], stop_status, show_hangs))
+    try:
+        started = time.monotonic()
+        result = portrelease("--user", "-t", timeout, "web", env=env, timeout=60)
+        return port, result, time.monotonic() - started
+    finally:
+        socks["tcp"].close()
+
+
 @pytest.mark.parametrize("source", ["map", "configuration"])
 def test_a_refused_stop_without_a_control_socket_is_said_once_and_not_waited_out(workdir: Path, source: str) -> None:
     """No control socket (portreserve.socket stopped, the holder gone): portrelease
@@ -599,21 +624,7 @@ def test_a_refused_stop_without_a_control_socket_is_said_once_and_not_waited_out
     F18) under a running manager: the configured ports' units are stopped the
     same way (before, "no holder running, nothing to release", exit 0, the
     port held)."""
-    ((port, socks),) = systemd_sockets(1)  # PID 1's copy: nothing frees it but the stop
-    if source == "map":
-        gen, _ctl, env = user_runtime(workdir)  # no control socket at _ctl
-        write_map(gen, {"web": [(port, "tcp")]})
-    else:
-        env = user_config(workdir, {"web": [f"{port}/tcp"]})
-        (workdir / "systemd").mkdir()
-        (workdir / "systemd" / "private").touch()  # a user manager runs; no generator output, no control socket
-    env.update(fake_systemctl(workdir, [f"portreserve-{port}-tcp.socket"], stop_status=1))
-    try:
-        started = time.monotonic()
-        result = portrelease("--user", "-t", "20", "web", env=env, timeout=60)
-        elapsed = time.monotonic() - started
-    finally:
-        socks["tcp"].close()
+    _port, result, elapsed = release_without_control_socket(workdir, "20", source, stop_status=1)
     assert result.returncode == 1, result
     assert result.stderr.splitlines() == [
         "Failed to stop units: Access denied",
@@ -626,16 +637,7 @@ def test_a_stop_job_pid1_never_runs_does_not_outlast_the_timeout(workdir: Path) 
     """No control socket, and PID 1 never runs the stop job (a hung boot):
     portrelease queues the stop (--no-block) and answers at its --timeout that
     the port is still in use, instead of waiting as long as systemctl would."""
-    ((port, socks),) = systemd_sockets(1)
-    gen, _ctl, env = user_runtime(workdir)
-    write_map(gen, {"web": [(port, "tcp")]})
-    env.update(fake_systemctl(workdir, [f"portreserve-{port}-tcp.socket"], stop_status=0))
-    try:
-        started = time.monotonic()
-        result = portrelease("--user", "-t", "1", "web", env=env, timeout=60)
-        elapsed = time.monotonic() - started
-    finally:
-        socks["tcp"].close()
+    port, result, elapsed = release_without_control_socket(workdir, "1")
     assert result.returncode == 1, result.stderr
     assert f"{port}/tcp is still in use after 1 s" in result.stderr
     assert elapsed < 30  # the fake's blocking stop would have taken 600 s
@@ -645,16 +647,7 @@ def test_a_systemctl_pid1_does_not_answer_does_not_outlast_the_timeout(workdir: 
     """No control socket, and PID 1 answers nothing (a daemon-reload, F18):
     systemctl show waits for it; portrelease stops waiting at its --timeout
     and says why."""
-    ((port, socks),) = systemd_sockets(1)
-    gen, _ctl, env = user_runtime(workdir)
-    write_map(gen, {"web": [(port, "tcp")]})
-    env.update(fake_systemctl(workdir, [f"portreserve-{port}-tcp.socket"], stop_status=0, show_hangs=True))
-    try:
-        started = time.monotonic()
-        result = portrelease("--user", "-t", "1", "web", env=env, timeout=60)
-        elapsed = time.monotonic() - started
-    finally:
-        socks["tcp"].close()
+    _port, result, elapsed = release_without_control_socket(workdir, "1", show_hangs=True)
     assert result.returncode == 1, result.stderr
     assert result.stderr.startswith("portrelease: systemctl show did not end within "), result.stderr
     assert elapsed < 30  # the fake's show would have taken 600 s
