@@ -100,10 +100,13 @@ holder_state() {
     systemctl show -P ActiveState portreserve.service
 }
 
-# state_is UNIT STATE: the unit's ActiveState is STATE.
+# state_is UNIT STATE: the unit is loaded and its ActiveState is STATE (a unit
+# that does not exist, a misspelt name say, shows "inactive" too).
 state_is() {
-    local state
+    local load state
+    load=$(systemctl show -P LoadState "$1")
     state=$(systemctl show -P ActiveState "$1")
+    [ "$load" = loaded ] || { echo "$1 is $load"; return 1; }
     [ "$state" = "$2" ] || { echo "$1 is $state, not $2"; return 1; }
 }
 
