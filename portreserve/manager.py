@@ -254,6 +254,10 @@ _HEX_DIGITS = frozenset("0123456789abcdef")
 
 
 def label_escape(text: str) -> str:
+    """A piece of a label, escaped as bus_label_escape() escapes it: every byte
+    but [A-Za-z0-9] as _XX.  Only for pieces after a label's first character
+    (the holder's prefix and suffix matches): systemd also escapes a digit
+    that starts a label, which this does not."""
     return "".join(chr(b) if b in _LABEL_SAFE else f"_{b:02x}" for b in text.encode())
 
 
